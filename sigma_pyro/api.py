@@ -1,0 +1,194 @@
+"""The Python API: the same steps as the CLI, for use from code and notebooks.
+
+    from sigma_pyro import SigmaRecommender
+    rec = SigmaRecommender.from_preset("office", data_path="../shared/data/Office_Products.txt")
+    rec.fit(out_dir="runs/office")
+    rec.evaluate("test")
+    rec.recommend([["12", "845"]], k=10)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from sigma_pyro.checkpoint import (FORMAT_VERSION, META_FILE, MODEL_FILE, atomic_torch_save,
+                                   atomic_write_json, library_versions, read_json,
+                                   safe_torch_load)
+from sigma_pyro.config import Config, load_config, nest_overrides
+from sigma_pyro.data.batching import pad_right
+from sigma_pyro.data.dataset import ItemVocabulary, LeaveOneOutSplit, SequenceDataset
+from sigma_pyro.data.interactions import Interactions
+from sigma_pyro.data.loading import read_configured_data
+from sigma_pyro.errors import CheckpointError, DataError
+from sigma_pyro.evaluation.evaluate import evaluate_module
+from sigma_pyro.module import SigmaModule
+from sigma_pyro.predict import PosteriorScorer, last_position_representation, top_k
+from sigma_pyro.training import Trainer, TrainingSummary
+
+
+class SigmaRecommender:
+    """Load data, fit SIGMA (or a prior variant) with SVI, evaluate, recommend, save, load."""
+
+    def __init__(self, config: Config | None = None):
+        self.config = (config or Config()).validate()
+        self.dataset: SequenceDataset | None = None
+        self.synthetic = None
+        self.module: SigmaModule | None = None
+        self.data_report: dict = {}
+
+    @classmethod
+    def from_preset(cls, preset: str | None = None, **overrides) -> "SigmaRecommender":
+        """A preset (synthetic, beauty, toys, office or a YAML path) with flat overrides,
+        e.g. ``from_preset("office", path="...", prior="normal", epochs=5)``."""
+        return cls(load_config(preset, nest_overrides(overrides)))
+
+    # -- data --------------------------------------------------------------------------------
+    def load_data(self, interactions: Interactions | None = None) -> SequenceDataset:
+        """Read the configured data (or use ``interactions``) and encode it. A loaded model
+        keeps its own item vocabulary: unseen items are dropped and counted."""
+        if interactions is None:
+            interactions, self.synthetic = read_configured_data(self.config.data)
+        vocabulary = self.dataset.items if self.module is not None and self.dataset else None
+        self.dataset, self.data_report = SequenceDataset.from_interactions(interactions, vocabulary)
+        self.data_report["skipped_short_users"] = interactions.skipped_users
+        return self.dataset
+
+    @property
+    def split(self) -> LeaveOneOutSplit:
+        if self.dataset is None:
+            self.load_data()
+        return self.dataset.leave_one_out()
+
+    # -- training ----------------------------------------------------------------------------
+    def build_module(self) -> SigmaModule:
+        if self.dataset is None:
+            self.load_data()
+        torch.manual_seed(self.config.train.seed)
+        self.module = SigmaModule(self.dataset.num_items, self.config.model)
+        return self.module
+
+    def fit(self, out_dir: str | Path | None = None, resume: bool = False,
+            log=None) -> TrainingSummary:
+        """Train with SVI until early stopping; keep (and, with ``out_dir``, save) the model
+        with the best validation metric."""
+        if self.dataset is None:
+            self.load_data()
+        module = self.build_module()
+        best_state: dict = {}
+
+        def keep_best(module, epoch, valid):
+            best_state["module"] = {k: v.detach().clone() for k, v in module.state_dict().items()}
+            if out_dir is not None:
+                self.save(out_dir, extra={"best_epoch": epoch, "valid": valid})
+
+        trainer = Trainer(module, self.split, self.config, state_dir=out_dir,
+                          on_improvement=keep_best, log=log)
+        summary = trainer.fit(resume=resume)
+        if "module" in best_state:
+            module.load_state_dict(best_state["module"])
+        elif resume and out_dir is not None and (Path(out_dir) / MODEL_FILE).is_file():
+            # Resumed after the best epoch: the best weights are those saved on disk.
+            module.load_state_dict(safe_torch_load(Path(out_dir) / MODEL_FILE))
+        module.eval()
+        return summary
+
+    # -- evaluation and recommendation ---------------------------------------------------------
+    def _require_module(self) -> SigmaModule:
+        if self.module is None:
+            raise CheckpointError("no model: call fit() or SigmaRecommender.load() first")
+        return self.module
+
+    def evaluate(self, split: str = "test") -> dict:
+        """Full-ranking metrics on ``valid`` or ``test`` of the loaded data."""
+        module = self._require_module()
+        data = self.split
+        if split == "valid":
+            histories, targets = data.valid_history, data.valid_target
+        elif split == "test":
+            histories, targets = data.test_history, data.test_target
+        else:
+            raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
+        return evaluate_module(module, histories, targets, self.config.eval,
+                               self.config.model.max_seq_length, self.config.train.device)
+
+    def recommend(self, histories: list[list[str]], k: int = 10,
+                  exclude_history: bool = True) -> list[list[tuple[str, float]]]:
+        """Top-``k`` (raw item id, score) for each history of raw item ids. Items the model
+        never saw are ignored; a history with no known item raises DataError."""
+        module = self._require_module()
+        encoded = []
+        for row, history in enumerate(histories):
+            ids, _ = self.dataset.items.encode_known([str(i) for i in history])
+            if len(ids) == 0:
+                raise DataError(f"history {row + 1}: none of its items is known to the model")
+            encoded.append(ids)
+        device = self.config.train.device
+        cfg = self.config.eval
+        out = []
+        module.eval()
+        for start in range(0, len(encoded), cfg.eval_batch_size):
+            chunk = encoded[start: start + cfg.eval_batch_size]
+            representation = last_position_representation(
+                module, chunk, self.config.model.max_seq_length, device, cfg.posterior_samples)
+            scorer = PosteriorScorer(module, representation, cfg.item_chunk_size)
+            masked = pad_right(chunk, max(len(h) for h in chunk)) if exclude_history else None
+            scores, items = top_k(scorer, module.num_items, k, cfg.item_chunk_size, masked)
+            for row_scores, row_items in zip(scores.tolist(), items.tolist()):
+                out.append([(raw, s) for raw, s in
+                            zip(self.dataset.items.decode(row_items), row_scores)
+                            if s != float("-inf")])
+        return out
+
+    def recommend_users(self, users: list[str], k: int = 10) -> list[list[tuple[str, float]]]:
+        """Top-``k`` next items after each named user's full sequence in the loaded data."""
+        if self.dataset is None:
+            self.load_data()
+        histories = [self.dataset.items.decode(self.dataset.sequences[self.dataset.user_position(u)])
+                     for u in users]
+        return self.recommend(histories, k)
+
+    # -- persistence ---------------------------------------------------------------------------
+    def save(self, out_dir: str | Path, extra: dict | None = None) -> Path:
+        module = self._require_module()
+        out = Path(out_dir)
+        atomic_torch_save(module.state_dict(), out / MODEL_FILE)
+        atomic_write_json({
+            "format_version": FORMAT_VERSION,
+            "config": self.config.to_dict(),
+            "items": self.dataset.items.raw_ids,
+            "versions": library_versions(),
+            **(extra or {}),
+        }, out / META_FILE)
+        return out
+
+    @classmethod
+    def load(cls, model_dir: str | Path, **data_overrides) -> "SigmaRecommender":
+        """A saved model; ``data_overrides`` (e.g. ``path=...``) change which data it is
+        evaluated on or recommends for, keeping the model's item vocabulary."""
+        model_dir = Path(model_dir)
+        meta = read_json(model_dir / META_FILE)
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise CheckpointError(f"{model_dir / META_FILE}: format version "
+                                  f"{meta.get('format_version')!r}, expected {FORMAT_VERSION}")
+        try:
+            config = Config.from_dict(meta["config"], str(model_dir / META_FILE))
+            items = ItemVocabulary([str(i) for i in meta["items"]])
+        except (KeyError, TypeError) as err:
+            raise CheckpointError(f"{model_dir / META_FILE}: missing or malformed {err}") from None
+        if data_overrides:
+            config.update(nest_overrides(data_overrides), "overrides")
+        config.validate()
+        rec = cls(config)
+        rec.module = SigmaModule(len(items), config.model)
+        state = safe_torch_load(model_dir / MODEL_FILE)
+        try:
+            rec.module.load_state_dict(state)
+        except (RuntimeError, TypeError, AttributeError) as err:
+            raise CheckpointError(f"{model_dir / MODEL_FILE}: weights do not match the "
+                                  f"saved configuration ({str(err).splitlines()[0]})") from None
+        rec.module.to(config.train.device).eval()
+        rec.dataset = SequenceDataset([], [], items)
+        rec.meta = meta
+        return rec

@@ -1,0 +1,88 @@
+"""Saving and loading models without ever unpickling arbitrary objects.
+
+A model folder holds ``model.pt`` (tensors only, read with ``weights_only=True``),
+``model.json`` (format version, configuration, raw item ids, library versions, best
+validation metrics) and, while training, ``last.pt`` (optimizer and RNG state for resuming).
+Every file is written to a temporary file in the same folder, fsynced and renamed, so a
+crash leaves either the old file or the new one, never a torn one.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from sigma_pyro.errors import CheckpointError
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.pt"
+META_FILE = "model.json"
+STATE_FILE = "last.pt"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def atomic_write_json(obj, path: Path) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode("utf-8"))
+
+
+def safe_torch_load(path: Path, map_location="cpu"):
+    """``torch.load`` restricted to tensors and plain containers, with one-line errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any failure means the file can't be trusted
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "weights_only" in str(err) or "Unsupported global" in str(err):
+            reason = "it contains pickled objects other than tensors, refusing to load them"
+        raise CheckpointError(f"{path}: not a valid sigma-pyro checkpoint ({reason[:200]})") from None
+
+
+def read_json(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file (is this a sigma-pyro model folder?)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: corrupted model metadata ({err})") from None
+
+
+def library_versions() -> dict[str, str]:
+    import pyro
+
+    import sigma_pyro
+
+    return {"sigma_pyro": sigma_pyro.__version__, "torch": torch.__version__,
+            "pyro": pyro.__version__}

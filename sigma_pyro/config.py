@@ -1,0 +1,261 @@
+"""Typed configuration with YAML presets.
+
+A configuration is four dataclasses (data, model, train, eval). Presets are commented YAML
+files in ``sigma_pyro/presets``; command-line flags override them. Field names are unique
+across sections so every field is also a flag: ``hidden_size`` is ``--hidden-size``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from sigma_pyro.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    path: str | None = None            # None trains on the embedded synthetic dataset
+    format: str | None = None          # seq | inter | table; None infers from the extension
+    user_column: str = "user_id"
+    item_column: str = "item_id"
+    time_column: str = "timestamp"
+    rating_column: str | None = None
+    min_rating: float | None = None
+    kcore: int = 0
+    synthetic_users: int = 2000
+    synthetic_items: int = 1000
+    synthetic_categories: int = 8
+    synthetic_seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    prior: str = "sigma"
+    hidden_size: int = 128
+    num_layers: int = 1
+    decoder_layers: int = 1
+    num_heads: int = 4
+    hidden_dropout: float = 0.3
+    attention_dropout: float = 0.0
+    max_seq_length: int = 50
+    num_interests: int = 4
+    assignment_temperature: float = 1.0
+    interest_temperature: float = 0.1
+    orthogonality_weight: float = 0.01
+    train_prototypes: bool = True
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 400
+    batch_size: int = 256
+    lr: float = 1e-3
+    clip_norm: float = 10.0
+    num_particles: int = 1
+    kl_cap: float = 0.2
+    kl_anneal_steps: int = 10000
+    interest_weight_start: float = 0.2
+    interest_weight_end: float = 0.001
+    interest_weight_decay: float = 0.001
+    patience: int = 10
+    early_stop_metric: str = "ndcg@10"
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool = True
+
+
+@dataclass
+class EvalConfig:
+    ks: list[int] = field(default_factory=lambda: [5, 10, 20, 40])
+    mask_history: bool = True
+    posterior_samples: int = 0         # 0: posterior mean of z; S > 0: average S predictives
+    eval_batch_size: int = 1024
+    item_chunk_size: int = 8192
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "config") -> "Config":
+        config = cls()
+        config.update(values, source)
+        return config
+
+    def update(self, values: dict, source: str = "config") -> None:
+        """Apply nested ``{section: {field: value}}`` values, checking names and types."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: expected a mapping of sections {sorted(SECTIONS)}")
+        for section, fields in values.items():
+            if section not in SECTIONS:
+                raise ConfigError(f"{source}: unknown section {section!r} "
+                                  f"(expected one of {', '.join(SECTIONS)})")
+            if fields is None:
+                continue
+            if not isinstance(fields, dict):
+                raise ConfigError(f"{source}: section {section!r} must be a mapping")
+            target = getattr(self, section)
+            hints = get_type_hints(type(target))
+            for name, value in fields.items():
+                if name not in hints:
+                    raise ConfigError(f"{source}: unknown key {section}.{name}")
+                setattr(target, name, _coerce(value, hints[name], f"{source}: {section}.{name}"))
+
+    def validate(self) -> "Config":
+        """Reject impossible settings, naming the flag that sets them."""
+        m, t, e = self.model, self.train, self.eval
+        positive = {"hidden_size": m.hidden_size, "num_layers": m.num_layers,
+                    "num_heads": m.num_heads, "num_interests": m.num_interests,
+                    "epochs": t.epochs, "batch_size": t.batch_size,
+                    "num_particles": t.num_particles, "eval_batch_size": e.eval_batch_size,
+                    "item_chunk_size": e.item_chunk_size, "lr": t.lr,
+                    "assignment_temperature": m.assignment_temperature,
+                    "interest_temperature": m.interest_temperature,
+                    "synthetic_users": self.data.synthetic_users,
+                    "synthetic_items": self.data.synthetic_items,
+                    "synthetic_categories": self.data.synthetic_categories,
+                    # poutine.scale needs a positive scale; a zero weight would also stop
+                    # the guide's scales from learning.
+                    "kl_cap": t.kl_cap, "interest_weight_start": t.interest_weight_start,
+                    "interest_weight_end": t.interest_weight_end}
+        for name, value in positive.items():
+            if value <= 0:
+                raise ConfigError(f"{flag(name)} must be positive, got {value}")
+        non_negative = {"decoder_layers": m.decoder_layers,
+                        "kl_anneal_steps": t.kl_anneal_steps, "patience": t.patience,
+                        "orthogonality_weight": m.orthogonality_weight, "kcore": self.data.kcore,
+                        "interest_weight_decay": t.interest_weight_decay,
+                        "posterior_samples": e.posterior_samples, "clip_norm": t.clip_norm}
+        for name, value in non_negative.items():
+            if value < 0:
+                raise ConfigError(f"{flag(name)} must be >= 0, got {value}")
+        for name in ("hidden_dropout", "attention_dropout"):
+            value = getattr(m, name)
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"{flag(name)} must be in [0, 1), got {value}")
+        if m.max_seq_length < 2:
+            raise ConfigError(f"{flag('max_seq_length')} must be at least 2, got {m.max_seq_length}")
+        if m.hidden_size % m.num_heads:
+            raise ConfigError(f"{flag('hidden_size')} ({m.hidden_size}) must be divisible by "
+                              f"{flag('num_heads')} ({m.num_heads})")
+        if not e.ks or min(e.ks) <= 0:
+            raise ConfigError(f"{flag('ks')} must be a non-empty list of positive cut-offs")
+        metric = t.early_stop_metric
+        valid_metrics = {f"{kind}@{k}" for k in e.ks for kind in ("recall", "ndcg")} | {"mrr"}
+        if metric not in valid_metrics:
+            raise ConfigError(f"{flag('early_stop_metric')} {metric!r} is not one of "
+                              f"{', '.join(sorted(valid_metrics))}")
+        if self.data.format not in (None, "seq", "inter", "table"):
+            raise ConfigError(f"--format must be seq, inter or table, got {self.data.format!r}")
+        from sigma_pyro.models.priors import PRIORS  # late: priors import the nn package
+
+        if m.prior not in PRIORS:
+            raise ConfigError(f"--prior {m.prior!r} is unknown (choose from {', '.join(sorted(PRIORS))})")
+        return self
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def field_types() -> dict[str, tuple[str, Any]]:
+    """Every configurable field: name -> (section, type)."""
+    out = {}
+    for section, cls in SECTIONS.items():
+        for name, hint in get_type_hints(cls).items():
+            out[name] = (section, hint)
+    return out
+
+
+def _coerce(value, hint, where: str):
+    """Convert YAML or command-line values to the field's declared type."""
+    args = getattr(hint, "__args__", ())
+    optional = type(None) in args
+    if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null")):
+        if optional:
+            return None
+        raise ConfigError(f"{where}: may not be empty")
+    base = next((a for a in args if a is not type(None)), hint) if optional else hint
+    origin = getattr(base, "__origin__", None)
+    try:
+        if origin is list:
+            if isinstance(value, str):
+                value = [v for v in value.replace(",", " ").split()]
+            return [int(v) for v in value]
+        if base is bool:
+            if isinstance(value, str):
+                if value.lower() in ("true", "yes", "1", "on"):
+                    return True
+                if value.lower() in ("false", "no", "0", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if base is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if base is float:
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: cannot read {value!r} as {getattr(base, '__name__', base)}") from None
+
+
+PRESET_NAMES = ("synthetic", "beauty", "toys", "office")
+
+
+def preset_path(name: str) -> Path:
+    """A built-in preset by name, or any YAML file by path."""
+    if name in PRESET_NAMES:
+        return Path(str(resources.files("sigma_pyro.presets") / f"{name}.yaml"))
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError(f"--preset {name}: no such file")
+        return path
+    raise ConfigError(f"--preset {name!r} is unknown (choose from {', '.join(PRESET_NAMES)} "
+                      "or give a .yaml file)")
+
+
+def load_config(preset: str | None = None, overrides: dict | None = None) -> Config:
+    """Defaults, then the preset, then explicit overrides; validated."""
+    config = Config()
+    if preset is not None:
+        path = preset_path(preset)
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            line = getattr(getattr(err, "problem_mark", None), "line", None)
+            where = f"{path}:{line + 1}" if line is not None else str(path)
+            raise ConfigError(f"{where}: not valid YAML") from None
+        config.update(values or {}, str(path))
+    if overrides:
+        config.update(overrides, "command line")
+    return config.validate()
+
+
+def nest_overrides(flat: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{"hidden_size": 64}`` -> ``{"model": {"hidden_size": 64}}``; unknown names raise."""
+    types = field_types()
+    nested: dict[str, dict[str, Any]] = {}
+    for name, value in flat.items():
+        if name not in types:
+            raise ConfigError(f"unknown setting {name!r} ({flag(name)})")
+        nested.setdefault(types[name][0], {})[name] = value
+    return nested

@@ -1,0 +1,94 @@
+"""Mini-batches with dynamic padding.
+
+Sequences are right-padded to the longest one in the batch (capped at ``max_length``,
+keeping the most recent items). Right padding plus causal attention means a real position
+never attends to padding, and positions count from the start of the kept window, so the
+input at position t never depends on anything after t.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from sigma_pyro.data.dataset import PADDING_ID
+
+
+@dataclass
+class SequenceBatch:
+    """``items[b, t]`` is the t-th input item, ``targets[b, t]`` the item that follows it."""
+
+    items: torch.Tensor    # [B, L] long
+    targets: torch.Tensor  # [B, L] long, PADDING_ID at padding
+    mask: torch.Tensor     # [B, L] bool, True at real positions
+    index: torch.Tensor    # [B] long, row of each sequence in the source list
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.mask.sum())
+
+    def to(self, device) -> "SequenceBatch":
+        return SequenceBatch(self.items.to(device), self.targets.to(device),
+                             self.mask.to(device), self.index.to(device))
+
+
+def pad_right(sequences: list[np.ndarray], max_length: int) -> torch.Tensor:
+    """Right-pad the last ``max_length`` items of each sequence to a [B, L] tensor."""
+    kept = [s[-max_length:] for s in sequences]
+    width = max(1, max(len(s) for s in kept))
+    out = np.full((len(kept), width), PADDING_ID, dtype=np.int64)
+    for row, seq in enumerate(kept):
+        out[row, : len(seq)] = seq
+    return torch.from_numpy(out)
+
+
+class TrainingBatches:
+    """Every prefix of every training sequence predicts its next item.
+
+    The shuffle of epoch e is drawn from a generator seeded with (seed, e), so an epoch's
+    batches are identical whether or not training was interrupted and resumed before it.
+    Sequences are grouped into batches of similar length (within a shuffled pool of
+    ``batch_size * pool_batches`` sequences) so that dynamic padding wastes little.
+    """
+
+    def __init__(self, train_sequences: list[np.ndarray], batch_size: int, max_length: int,
+                 seed: int = 0, shuffle: bool = True, pool_batches: int = 50):
+        # A sequence of one item has no next item to predict.
+        self.rows = np.array([i for i, s in enumerate(train_sequences) if len(s) >= 2],
+                             dtype=np.int64)
+        self.sequences = train_sequences
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.seed = seed
+        self.shuffle = shuffle
+        self.pool = batch_size * pool_batches
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return (len(self.rows) + self.batch_size - 1) // self.batch_size
+
+    def _order(self) -> list[np.ndarray]:
+        rows = self.rows
+        if not self.shuffle:
+            return [rows[i: i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
+        rng = np.random.default_rng([self.seed, self.epoch])
+        rows = rows[rng.permutation(len(rows))]
+        lengths = np.array([min(len(self.sequences[r]) - 1, self.max_length) for r in rows])
+        batches = []
+        for start in range(0, len(rows), self.pool):
+            pool = rows[start: start + self.pool]
+            pool = pool[np.argsort(lengths[start: start + self.pool], kind="stable")]
+            batches += [pool[i: i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def __iter__(self):
+        for rows in self._order():
+            seqs = [self.sequences[r] for r in rows]
+            items = pad_right([s[:-1] for s in seqs], self.max_length)
+            targets = pad_right([s[1:] for s in seqs], self.max_length)
+            yield SequenceBatch(items, targets, items != PADDING_ID, torch.from_numpy(rows))

@@ -1,0 +1,37 @@
+"""Full-ranking evaluation of a trained module on leave-one-out histories."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from sigma_pyro.config import EvalConfig
+from sigma_pyro.data.batching import pad_right
+from sigma_pyro.evaluation.ranking import evaluate_ranking
+from sigma_pyro.predict import PosteriorScorer, last_position_representation
+
+
+def evaluate_module(module, histories: list[np.ndarray], targets: np.ndarray,
+                    config: EvalConfig, max_length: int, device="cpu") -> dict:
+    """Recall@K, NDCG@K and MRR of ``targets`` given ``histories`` over the full catalog.
+
+    The model sees the last ``max_length`` history items; masking uses the whole history.
+    """
+    was_training = module.training
+    module.eval()
+    # Masking needs every history item, not only those in the model's window.
+    full_histories = pad_right(histories, max(len(h) for h in histories))
+    targets_tensor = torch.as_tensor(targets, dtype=torch.long)
+
+    def scorer(users: slice):
+        representation = last_position_representation(
+            module, histories[users], max_length, device, config.posterior_samples)
+        return PosteriorScorer(module, representation, config.item_chunk_size)
+
+    try:
+        return evaluate_ranking(scorer, targets_tensor, full_histories, module.num_items,
+                                user_chunk_size=config.eval_batch_size,
+                                item_chunk_size=config.item_chunk_size,
+                                mask_history=config.mask_history, ks=config.ks)
+    finally:
+        module.train(was_training)

@@ -1,0 +1,91 @@
+"""The SIGMA module: the neural networks, with the Pyro model and guide that use them.
+
+As in scvi-tools, the module owns every parameter; the model (``sigma_pyro.models``) and
+the guide (``sigma_pyro.guides``) are separate callables with one argument signature that
+register the same module with ``pyro.module``, so SVI optimises all parameters at once.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from sigma_pyro.config import ModelConfig
+from sigma_pyro.models.priors import build_prior
+from sigma_pyro.nn.interests import InterestExtractor, Interests
+from sigma_pyro.nn.transformer import CausalTransformer
+
+_MIN_SCALE = 1e-4
+_INITIAL_SCALE_BIAS = -3.0  # softplus(-3) ~ 0.05
+
+
+class SigmaModule(nn.Module):
+    """Item embeddings (shared by encoder, decoder output layer and interest module), the
+    causal transformer encoder of the guide, the decoder, the interest extractor and the
+    prior over z."""
+
+    def __init__(self, num_items: int, config: ModelConfig):
+        super().__init__()
+        from sigma_pyro.guides.encoder_guide import TransformerEncoderGuide
+        from sigma_pyro.models.sequential_vae import SequentialVAEModel
+
+        d = config.hidden_size
+        self.num_items = num_items
+        self.config = config
+        self.item_embedding = nn.Embedding(num_items + 1, d, padding_idx=0)
+        nn.init.normal_(self.item_embedding.weight, std=0.02)
+        with torch.no_grad():
+            self.item_embedding.weight[0].zero_()
+        self.item_bias = nn.Parameter(torch.zeros(num_items))
+        self.encoder = CausalTransformer(d, config.num_layers, config.num_heads,
+                                         config.max_seq_length, config.hidden_dropout,
+                                         config.attention_dropout)
+        self.loc_head = nn.Linear(d, d)
+        self.scale_head = nn.Linear(d, d)
+        # Start with a nearly deterministic encoder: with unit posterior noise the decoder
+        # sees mostly noise and learning stalls before the KL term can shape anything.
+        nn.init.constant_(self.scale_head.bias, _INITIAL_SCALE_BIAS)
+        self.decoder = CausalTransformer(d, config.decoder_layers, config.num_heads,
+                                         config.max_seq_length, config.hidden_dropout,
+                                         config.attention_dropout)
+        self.prior = build_prior(config)
+        self.interests = (
+            InterestExtractor(d, config.num_interests, config.assignment_temperature,
+                              trainable_prototypes=config.train_prototypes)
+            if self.prior.requires_interests else None
+        )
+        self.model = SequentialVAEModel(self)
+        self.guide = TransformerEncoderGuide(self)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.config.hidden_size
+
+    def encode(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Parameters of q(z_t | x_<=t) for every position, each [B, L, D]."""
+        h = self.encoder(self.item_embedding(items))
+        return self.loc_head(h), F.softplus(self.scale_head(h)) + _MIN_SCALE
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Representation [B, L, D] used to score the next item; causal over z_<=t."""
+        return self.decoder(z)
+
+    def item_logits(self, representation: torch.Tensor, start: int = 1,
+                    stop: int | None = None) -> torch.Tensor:
+        """Scores of internal items start..stop-1 (padding excluded by default)."""
+        stop = self.num_items + 1 if stop is None else stop
+        weight = self.item_embedding.weight[start:stop]
+        return representation @ weight.T + self.item_bias[start - 1: stop - 1]
+
+    def extract_interests(self, items: torch.Tensor, mask: torch.Tensor) -> Interests:
+        return self.interests(self.item_embedding(items), mask)
+
+    def interest_logits(self, interest_vectors: torch.Tensor) -> torch.Tensor:
+        """Next-item scores from K interest vectors [M, K, D]: the best-matching interest
+        decides, by cosine similarity over a temperature (the MIE-VAE scoring rule)."""
+        items = F.normalize(self.item_embedding.weight[1:], dim=-1)
+        cosine = F.normalize(interest_vectors, dim=-1) @ items.T
+        # max() back-propagates through the winning interest only; amax() would split
+        # gradients over ties and costs several times more.
+        return cosine.max(dim=-2).values / self.config.interest_temperature

@@ -1,0 +1,70 @@
+"""The ELBO term by term, from Pyro traces of the model and guide.
+
+SVI only returns the total loss; for logging and diagnosis we re-run guide and model on one
+batch and read each site's log-density off the traces, so the reported terms are exactly the
+ones Trace_ELBO optimises.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from pyro import poutine
+
+from sigma_pyro.data.batching import SequenceBatch
+
+
+def traces(module, batch: SequenceBatch, kl_scale: float = 1.0, interest_scale: float = 1.0):
+    guide_trace = poutine.trace(module.guide).get_trace(batch, kl_scale, interest_scale)
+    model_trace = poutine.trace(poutine.replay(module.model, trace=guide_trace)).get_trace(
+        batch, kl_scale, interest_scale)
+    guide_trace.compute_log_prob()
+    model_trace.compute_log_prob()
+    return model_trace, guide_trace
+
+
+def _unscaled(site) -> torch.Tensor:
+    scale = site["scale"]
+    return site["log_prob_sum"] / (scale if isinstance(scale, (int, float)) else scale.item())
+
+
+@torch.no_grad()
+def elbo_terms(module, batch: SequenceBatch, kl_scale: float = 1.0,
+               interest_scale: float = 1.0) -> dict[str, float]:
+    """Per real position: ``nll`` (next item), ``kl_z`` (one-sample estimate of
+    KL(q(z)||p(z))), and when present ``interest_kl``, ``interest_nll`` and
+    ``orthogonality``; ``loss`` is the annealed negative ELBO being optimised."""
+    model_trace, guide_trace = traces(module, batch, kl_scale, interest_scale)
+    tokens = batch.num_tokens
+    terms = {"loss": 0.0}
+    for name, site in model_trace.nodes.items():
+        if site["type"] != "sample":
+            continue
+        terms["loss"] -= site["log_prob_sum"].item() / tokens
+    for name, site in guide_trace.nodes.items():
+        if site["type"] == "sample":
+            terms["loss"] += site["log_prob_sum"].item() / tokens
+    terms["nll"] = -model_trace.nodes["next_item"]["log_prob_sum"].item() / tokens
+    terms["kl_z"] = (_unscaled(guide_trace.nodes["z"]) - _unscaled(model_trace.nodes["z"])).item() / tokens
+    if "interests" in model_trace.nodes:
+        terms["interest_kl"] = (_unscaled(guide_trace.nodes["interests"])
+                                - _unscaled(model_trace.nodes["interests"])).item() / tokens
+        terms["interest_nll"] = -_unscaled(model_trace.nodes["interest_next_item"]).item() / tokens
+    if "orthogonality" in model_trace.nodes:
+        terms["orthogonality"] = -model_trace.nodes["orthogonality"]["log_prob_sum"].item() / tokens
+    return terms
+
+
+def first_non_finite_site(module, batch: SequenceBatch, kl_scale: float,
+                          interest_scale: float) -> str | None:
+    """Name of the first model or guide site whose log-density is not finite."""
+    try:
+        model_trace, guide_trace = traces(module, batch, kl_scale, interest_scale)
+    except ValueError as err:  # a distribution rejected a NaN parameter
+        return f"(parameter check failed: {str(err).splitlines()[0]})"
+    for trace, side in ((guide_trace, "guide"), (model_trace, "model")):
+        for name, site in trace.nodes.items():
+            if site["type"] == "sample" and not math.isfinite(site["log_prob_sum"].item()):
+                return f"{side} site {name!r}"
+    return None

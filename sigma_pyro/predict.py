@@ -1,0 +1,77 @@
+"""Scoring all items for users' histories, with the posterior mean or posterior samples."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from sigma_pyro.data.batching import pad_right
+
+
+@torch.no_grad()
+def last_position_representation(module, histories: list[np.ndarray], max_length: int,
+                                 device, samples: int = 0) -> torch.Tensor:
+    """Decoder output at each history's last position: [B, D] from the posterior mean of
+    z, or [S, B, D] from S draws of z ~ q(z | history)."""
+    items = pad_right(histories, max_length).to(device)
+    last = (items != 0).sum(dim=1) - 1
+    loc, scale = module.encode(items)
+    rows = torch.arange(items.shape[0], device=device)
+    if samples <= 0:
+        return module.decode(loc)[rows, last]
+    z = loc + scale * torch.randn((samples, *loc.shape), device=device)
+    decoded = module.decode(z.flatten(0, 1)).view(samples, *loc.shape)
+    return decoded[:, rows, last]
+
+
+class PosteriorScorer:
+    """Callable ``(start, stop) -> scores [B, stop-start]`` as the ranking code expects.
+
+    With samples, the score is the log of the posterior predictive averaged over draws,
+    log (1/S) sum_s softmax(logits_s); the softmax normaliser of each draw is computed over
+    the whole catalog chunk by chunk, so memory stays bounded by the chunk size.
+    """
+
+    def __init__(self, module, representation: torch.Tensor, item_chunk_size: int):
+        self.module = module
+        self.representation = representation
+        self.sampled = representation.dim() == 3
+        if self.sampled:
+            stops = range(1, module.num_items + 1, item_chunk_size)
+            self.normaliser = torch.stack([
+                module.item_logits(representation, a, min(a + item_chunk_size, module.num_items + 1))
+                .logsumexp(dim=-1) for a in stops
+            ]).logsumexp(dim=0)                                           # [S, B]
+
+    @torch.no_grad()
+    def __call__(self, start: int, stop: int) -> torch.Tensor:
+        logits = self.module.item_logits(self.representation, start, stop)
+        if not self.sampled:
+            return logits
+        samples = logits.shape[0]
+        return (logits - self.normaliser.unsqueeze(-1)).logsumexp(dim=0) - math.log(samples)
+
+
+@torch.no_grad()
+def top_k(scorer, num_items: int, k: int, item_chunk_size: int,
+          exclude: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best ``k`` items per user as (scores, internal ids), each [B, k], merging chunk by
+    chunk; items in ``exclude`` [B, L] (0-padded) are never recommended."""
+    best_scores, best_items = None, None
+    for start in range(1, num_items + 1, item_chunk_size):
+        stop = min(start + item_chunk_size, num_items + 1)
+        scores = scorer(start, stop).clone()
+        if exclude is not None:
+            exclude = exclude.to(scores.device)
+            inside = (exclude >= start) & (exclude < stop)
+            rows = torch.arange(exclude.shape[0], device=scores.device).unsqueeze(1).expand_as(exclude)
+            scores[rows[inside], exclude[inside] - start] = float("-inf")
+        items = torch.arange(start, stop, device=scores.device).expand_as(scores)
+        if best_scores is not None:
+            scores = torch.cat([best_scores, scores], dim=1)
+            items = torch.cat([best_items, items], dim=1)
+        best_scores, order = scores.topk(min(k, scores.shape[1]), dim=1)
+        best_items = items.gather(1, order)
+    return best_scores, best_items

@@ -1,0 +1,181 @@
+"""The training plan: SVI with Trace_ELBO, KL annealing, early stopping and resumption."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pyro
+import torch
+from pyro.infer import SVI, Trace_ELBO
+from tqdm.auto import tqdm
+
+from sigma_pyro.checkpoint import STATE_FILE, atomic_torch_save, safe_torch_load
+from sigma_pyro.config import Config
+from sigma_pyro.data.batching import TrainingBatches
+from sigma_pyro.data.dataset import LeaveOneOutSplit
+from sigma_pyro.errors import SigmaPyroError
+from sigma_pyro.evaluation.evaluate import evaluate_module
+from sigma_pyro.objective import elbo_terms, first_non_finite_site
+
+
+class TrainingError(SigmaPyroError):
+    """Training cannot continue (for example a non-finite ELBO)."""
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    step: int
+    loss: float                      # mean annealed negative ELBO per real position
+    terms: dict[str, float]          # ELBO terms on a fixed monitoring batch
+    valid: dict[str, float]
+    kl_scale: float
+    interest_scale: float
+    seconds: float
+
+
+@dataclass
+class TrainingSummary:
+    best_epoch: int
+    best_valid: dict[str, float]
+    epochs_run: int
+    stopped_early: bool
+    history: list[EpochRecord] = field(default_factory=list)
+
+
+def kl_scale(config: Config, step: int) -> float:
+    """Linear KL annealing from cap/steps up to the cap (poutine.scale needs > 0)."""
+    t = config.train
+    if t.kl_anneal_steps == 0:
+        return t.kl_cap
+    return t.kl_cap * min(1.0, (step + 1) / t.kl_anneal_steps)
+
+
+def interest_scale(config: Config, epoch: int) -> float:
+    """The MIE weight of the authors' code: starts high to shape the interests, then decays
+    linearly to a floor (max(1, 200 - epoch) * 1e-3 with the default settings)."""
+    t = config.train
+    return max(t.interest_weight_end, t.interest_weight_start - t.interest_weight_decay * epoch)
+
+
+class Trainer:
+    """Trains a :class:`~sigma_pyro.module.SigmaModule` on a leave-one-out split.
+
+    ``on_improvement(module, epoch, valid)`` is called whenever validation improves, so the
+    caller decides how to save the best model; the resumable state goes to
+    ``state_dir/last.pt`` after every epoch.
+    """
+
+    def __init__(self, module, split: LeaveOneOutSplit, config: Config,
+                 state_dir: Path | None = None,
+                 on_improvement: Callable | None = None,
+                 log: Callable[[str], None] | None = None):
+        self.module = module
+        self.split = split
+        self.config = config
+        self.state_dir = Path(state_dir) if state_dir is not None else None
+        self.on_improvement = on_improvement
+        self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.device = torch.device(config.train.device)
+
+    def fit(self, resume: bool = False) -> TrainingSummary:
+        cfg = self.config
+        module = self.module.to(self.device)
+        pyro.clear_param_store()
+        pyro.set_rng_seed(cfg.train.seed)
+        optimizer = pyro.optim.ClippedAdam({"lr": cfg.train.lr, "clip_norm": cfg.train.clip_norm})
+        svi = SVI(module.model, module.guide, optimizer,
+                  Trace_ELBO(num_particles=cfg.train.num_particles))
+        batches = TrainingBatches(self.split.train, cfg.train.batch_size,
+                                  cfg.model.max_seq_length, seed=cfg.train.seed)
+        if len(batches) == 0:
+            raise TrainingError("no user has a training sequence of 2 or more items")
+        monitor = next(iter(TrainingBatches(self.split.train, min(cfg.train.batch_size, 256),
+                                            cfg.model.max_seq_length, shuffle=False)))
+        monitor = monitor.to(self.device)
+
+        epoch, step, best, best_epoch, bad_epochs = 0, 0, -math.inf, -1, 0
+        best_valid: dict[str, float] = {}
+        history: list[EpochRecord] = []
+        if resume:
+            state = self._load_state()
+            if state is not None:
+                module.load_state_dict(state["module"])
+                optimizer.set_state(state["optimizer"])
+                torch.set_rng_state(state["rng"])
+                epoch, step = state["epoch"], state["step"]
+                best, best_epoch, bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
+                best_valid = state["best_valid"]
+                self.log(f"resumed from {self.state_dir / STATE_FILE} at epoch {epoch}")
+
+        metric = cfg.train.early_stop_metric
+        stopped_early = False
+        while epoch < cfg.train.epochs:
+            if bad_epochs >= cfg.train.patience > 0:
+                stopped_early = True
+                break
+            started = time.perf_counter()
+            module.train()
+            batches.set_epoch(epoch)
+            lam = interest_scale(cfg, epoch)
+            total_loss, total_tokens = 0.0, 0
+            bar = tqdm(batches, desc=f"epoch {epoch + 1}", leave=False,
+                       disable=not cfg.train.progress, file=sys.stderr)
+            for batch in bar:
+                batch = batch.to(self.device)
+                beta = kl_scale(cfg, step)
+                loss = svi.step(batch, beta, lam)
+                if not math.isfinite(loss):
+                    site = first_non_finite_site(module, batch, beta, lam)
+                    raise TrainingError(
+                        f"non-finite ELBO at epoch {epoch + 1}, step {step + 1}"
+                        f"{f' ({site})' if site else ''}; the last good checkpoint is kept")
+                step += 1
+                total_loss += loss
+                total_tokens += batch.num_tokens
+                bar.set_postfix(loss=f"{total_loss / total_tokens:.4f}")
+            module.eval()
+            terms = elbo_terms(module, monitor, kl_scale(cfg, step), lam)
+            valid = evaluate_module(module, self.split.valid_history, self.split.valid_target,
+                                    cfg.eval, cfg.model.max_seq_length, self.device)
+            epoch += 1
+            record = EpochRecord(epoch, step, total_loss / total_tokens, terms, valid,
+                                 kl_scale(cfg, step), lam, time.perf_counter() - started)
+            history.append(record)
+            improved = valid[metric] > best
+            if improved:
+                best, best_epoch, best_valid, bad_epochs = valid[metric], epoch, valid, 0
+                if self.on_improvement is not None:
+                    self.on_improvement(module, epoch, valid)
+            else:
+                bad_epochs += 1
+            self.log(self._format(record, metric, improved))
+            if self.state_dir is not None:
+                atomic_torch_save({
+                    "module": module.state_dict(), "optimizer": optimizer.get_state(),
+                    "rng": torch.get_rng_state(), "epoch": epoch, "step": step,
+                    "best": best, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
+                    "best_valid": best_valid,
+                }, self.state_dir / STATE_FILE)
+        else:
+            stopped_early = bad_epochs >= cfg.train.patience > 0
+        return TrainingSummary(best_epoch, best_valid, epoch, stopped_early, history)
+
+    def _load_state(self):
+        if self.state_dir is None or not (self.state_dir / STATE_FILE).is_file():
+            self.log("no training state to resume from; starting fresh")
+            return None
+        return safe_torch_load(self.state_dir / STATE_FILE, map_location=self.device)
+
+    @staticmethod
+    def _format(r: EpochRecord, metric: str, improved: bool) -> str:
+        terms = " ".join(f"{k}={v:.4f}" for k, v in r.terms.items())
+        return (f"epoch {r.epoch:3d} step {r.step:6d} loss/token={r.loss:.4f} [{terms}] "
+                f"beta={r.kl_scale:.4f} lambda={r.interest_scale:.4f} "
+                f"valid {metric}={r.valid[metric]:.4f} recall@20={r.valid.get('recall@20', float('nan')):.4f} "
+                f"{r.seconds:.1f}s{' *' if improved else ''}")
