@@ -115,7 +115,8 @@ class Config:
             for name, value in fields.items():
                 if name not in hints:
                     raise ConfigError(f"{source}: unknown key {section}.{name}")
-                setattr(target, name, _coerce(value, hints[name], f"{source}: {section}.{name}"))
+                setattr(target, name,
+                        _coerce(value, hints[name], f"{source}: {section}.{name} ({flag(name)})"))
 
     def validate(self) -> "Config":
         """Reject impossible settings, naming the flag that sets them."""
@@ -135,7 +136,7 @@ class Config:
                     "kl_cap": t.kl_cap, "interest_weight_start": t.interest_weight_start,
                     "interest_weight_end": t.interest_weight_end}
         for name, value in positive.items():
-            if value <= 0:
+            if not value > 0:  # also rejects NaN
                 raise ConfigError(f"{flag(name)} must be positive, got {value}")
         non_negative = {"decoder_layers": m.decoder_layers,
                         "kl_anneal_steps": t.kl_anneal_steps, "patience": t.patience,
@@ -143,7 +144,7 @@ class Config:
                         "interest_weight_decay": t.interest_weight_decay,
                         "posterior_samples": e.posterior_samples, "clip_norm": t.clip_norm}
         for name, value in non_negative.items():
-            if value < 0:
+            if not value >= 0:
                 raise ConfigError(f"{flag(name)} must be >= 0, got {value}")
         for name in ("hidden_dropout", "attention_dropout"):
             value = getattr(m, name)
@@ -156,11 +157,9 @@ class Config:
                               f"{flag('num_heads')} ({m.num_heads})")
         if not e.ks or min(e.ks) <= 0:
             raise ConfigError(f"{flag('ks')} must be a non-empty list of positive cut-offs")
-        metric = t.early_stop_metric
-        valid_metrics = {f"{kind}@{k}" for k in e.ks for kind in ("recall", "ndcg")} | {"mrr"}
-        if metric not in valid_metrics:
-            raise ConfigError(f"{flag('early_stop_metric')} {metric!r} is not one of "
-                              f"{', '.join(sorted(valid_metrics))}")
+        if early_stop_cutoff(t.early_stop_metric) is None and t.early_stop_metric != "mrr":
+            raise ConfigError(f"{flag('early_stop_metric')} {t.early_stop_metric!r} must be "
+                              "recall@K, ndcg@K or mrr")
         if self.data.format not in (None, "seq", "inter", "table"):
             raise ConfigError(f"--format must be seq, inter or table, got {self.data.format!r}")
         from sigma_pyro.models.priors import PRIORS  # late: priors import the nn package
@@ -168,6 +167,14 @@ class Config:
         if m.prior not in PRIORS:
             raise ConfigError(f"--prior {m.prior!r} is unknown (choose from {', '.join(sorted(PRIORS))})")
         return self
+
+
+def early_stop_cutoff(metric: str) -> int | None:
+    """K of a ``recall@K`` / ``ndcg@K`` metric name, else None."""
+    kind, _, k = metric.partition("@")
+    if kind in ("recall", "ndcg") and k.isdigit() and int(k) > 0:
+        return int(k)
+    return None
 
 
 def flag(name: str) -> str:
@@ -206,6 +213,8 @@ def _coerce(value, hint, where: str):
                     return False
                 raise ValueError(value)
             return bool(value)
+        if base in (int, float) and isinstance(value, bool):
+            raise ValueError(value)
         if base is int:
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)

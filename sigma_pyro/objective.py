@@ -32,9 +32,10 @@ def _unscaled(site) -> torch.Tensor:
 @torch.no_grad()
 def elbo_terms(module, batch: SequenceBatch, kl_scale: float = 1.0,
                interest_scale: float = 1.0) -> dict[str, float]:
-    """Per real position: ``nll`` (next item), ``kl_z`` (one-sample estimate of
-    KL(q(z)||p(z))), and when present ``interest_kl``, ``interest_nll`` and
-    ``orthogonality``; ``loss`` is the annealed negative ELBO being optimised."""
+    """``nll`` (next item) and ``kl_z`` (one-sample estimate of KL(q(z)||p(z))) per real
+    position; when present, ``interest_kl`` and ``interest_nll`` per sequence (those sites
+    live at each sequence's last position) and ``orthogonality``; ``loss`` is the annealed
+    negative ELBO being optimised, per real position."""
     model_trace, guide_trace = traces(module, batch, kl_scale, interest_scale)
     tokens = batch.num_tokens
     terms = {"loss": 0.0}
@@ -48,9 +49,10 @@ def elbo_terms(module, batch: SequenceBatch, kl_scale: float = 1.0,
     terms["nll"] = -model_trace.nodes["next_item"]["log_prob_sum"].item() / tokens
     terms["kl_z"] = (_unscaled(guide_trace.nodes["z"]) - _unscaled(model_trace.nodes["z"])).item() / tokens
     if "interests" in model_trace.nodes:
+        sequences = batch.items.shape[0]
         terms["interest_kl"] = (_unscaled(guide_trace.nodes["interests"])
-                                - _unscaled(model_trace.nodes["interests"])).item() / tokens
-        terms["interest_nll"] = -_unscaled(model_trace.nodes["interest_next_item"]).item() / tokens
+                                - _unscaled(model_trace.nodes["interests"])).item() / sequences
+        terms["interest_nll"] = -_unscaled(model_trace.nodes["interest_next_item"]).item() / sequences
     if "orthogonality" in model_trace.nodes:
         terms["orthogonality"] = -model_trace.nodes["orthogonality"]["log_prob_sum"].item() / tokens
     return terms
@@ -62,7 +64,9 @@ def first_non_finite_site(module, batch: SequenceBatch, kl_scale: float,
     try:
         model_trace, guide_trace = traces(module, batch, kl_scale, interest_scale)
     except ValueError as err:  # a distribution rejected a NaN parameter
-        return f"(parameter check failed: {str(err).splitlines()[0]})"
+        words = str(err).split()
+        name = words[words.index("parameter") + 1] if "parameter" in words else "?"
+        return f"a distribution parameter ({name}) is NaN or infinite"
     for trace, side in ((guide_trace, "guide"), (model_trace, "model")):
         for name, site in trace.nodes.items():
             if site["type"] == "sample" and not math.isfinite(site["log_prob_sum"].item()):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -15,7 +16,7 @@ from pyro.infer import SVI, Trace_ELBO
 from tqdm.auto import tqdm
 
 from sigma_pyro.checkpoint import STATE_FILE, atomic_torch_save, safe_torch_load
-from sigma_pyro.config import Config
+from sigma_pyro.config import Config, early_stop_cutoff
 from sigma_pyro.data.batching import TrainingBatches
 from sigma_pyro.data.dataset import LeaveOneOutSplit
 from sigma_pyro.errors import SigmaPyroError
@@ -49,11 +50,16 @@ class TrainingSummary:
 
 
 def kl_scale(config: Config, step: int) -> float:
-    """Linear KL annealing from cap/steps up to the cap (poutine.scale needs > 0)."""
+    """Scale of the z site: beta_t / D, with beta_t ramping linearly up to ``kl_cap``.
+
+    ``kl_cap`` weighs the KL per latent dimension, as the ContrastVAE code averages it over
+    dimensions; a cap of 0.2 on the summed KL would make z collapse to the prior before the
+    decoder learns anything (measured: no better than popularity on the synthetic data).
+    The ramp starts at one step's worth, since poutine.scale needs a positive scale.
+    """
     t = config.train
-    if t.kl_anneal_steps == 0:
-        return t.kl_cap
-    return t.kl_cap * min(1.0, (step + 1) / t.kl_anneal_steps)
+    ramp = 1.0 if t.kl_anneal_steps == 0 else min(1.0, (step + 1) / t.kl_anneal_steps)
+    return t.kl_cap * ramp / config.model.hidden_size
 
 
 def interest_scale(config: Config, epoch: int) -> float:
@@ -114,6 +120,9 @@ class Trainer:
                 self.log(f"resumed from {self.state_dir / STATE_FILE} at epoch {epoch}")
 
         metric = cfg.train.early_stop_metric
+        cutoff = early_stop_cutoff(metric)
+        eval_config = dataclasses.replace(
+            cfg.eval, ks=sorted(set(cfg.eval.ks) | ({cutoff} if cutoff else set())))
         stopped_early = False
         while epoch < cfg.train.epochs:
             if bad_epochs >= cfg.train.patience > 0:
@@ -129,7 +138,11 @@ class Trainer:
             for batch in bar:
                 batch = batch.to(self.device)
                 beta = kl_scale(cfg, step)
-                loss = svi.step(batch, beta, lam)
+                try:
+                    loss = svi.step(batch, beta, lam)
+                except ValueError:
+                    # Pyro's argument checks reject NaN parameters of a distribution.
+                    loss = math.nan
                 if not math.isfinite(loss):
                     site = first_non_finite_site(module, batch, beta, lam)
                     raise TrainingError(
@@ -142,7 +155,7 @@ class Trainer:
             module.eval()
             terms = elbo_terms(module, monitor, kl_scale(cfg, step), lam)
             valid = evaluate_module(module, self.split.valid_history, self.split.valid_target,
-                                    cfg.eval, cfg.model.max_seq_length, self.device)
+                                    eval_config, cfg.model.max_seq_length, self.device)
             epoch += 1
             record = EpochRecord(epoch, step, total_loss / total_tokens, terms, valid,
                                  kl_scale(cfg, step), lam, time.perf_counter() - started)
@@ -176,6 +189,6 @@ class Trainer:
     def _format(r: EpochRecord, metric: str, improved: bool) -> str:
         terms = " ".join(f"{k}={v:.4f}" for k, v in r.terms.items())
         return (f"epoch {r.epoch:3d} step {r.step:6d} loss/token={r.loss:.4f} [{terms}] "
-                f"beta={r.kl_scale:.4f} lambda={r.interest_scale:.4f} "
+                f"beta={r.kl_scale:.2e} lambda={r.interest_scale:.4f} "
                 f"valid {metric}={r.valid[metric]:.4f} recall@20={r.valid.get('recall@20', float('nan')):.4f} "
                 f"{r.seconds:.1f}s{' *' if improved else ''}")

@@ -10,9 +10,13 @@ from sigma_pyro.data.synthetic import SyntheticConfig, SyntheticData, generate_s
 
 
 def synthetic_for(config: DataConfig) -> SyntheticData:
+    defaults = SyntheticConfig()
+    # Small catalogs or few categories shrink the generator's other limits to fit them.
     return generate_synthetic(SyntheticConfig(
         num_users=config.synthetic_users, num_items=config.synthetic_items,
-        num_categories=config.synthetic_categories, seed=config.synthetic_seed))
+        num_categories=config.synthetic_categories, seed=config.synthetic_seed,
+        max_interests=min(defaults.max_interests, config.synthetic_categories),
+        max_length=max(defaults.min_length, min(defaults.max_length, config.synthetic_items // 2))))
 
 
 def read_configured_data(config: DataConfig) -> tuple[Interactions, SyntheticData | None]:

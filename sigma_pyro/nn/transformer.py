@@ -48,6 +48,8 @@ class CausalTransformer(nn.Module):
                  hidden_dropout: float, attention_dropout: float):
         super().__init__()
         self.position_embedding = nn.Embedding(max_length, hidden_size)
+        # nn.Embedding's N(0, 1) default would drown the (small) item embeddings in the sum.
+        nn.init.normal_(self.position_embedding.weight, std=0.02)
         self.input_norm = nn.LayerNorm(hidden_size)
         self.dropout = nn.Dropout(hidden_dropout)
         self.blocks = nn.ModuleList(

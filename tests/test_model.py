@@ -1,0 +1,382 @@
+"""The Pyro model and guide: trace structure, masking, the mixture prior, SVI, penalties."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro import poutine
+from pyro.infer import SVI, Trace_ELBO
+
+from sigma_pyro.config import ModelConfig
+from sigma_pyro.data.batching import SequenceBatch, TrainingBatches
+from sigma_pyro.data.dataset import PADDING_ID
+from sigma_pyro.models.priors import PriorInputs
+from sigma_pyro.module import SigmaModule
+from sigma_pyro.objective import elbo_terms
+
+NUM_ITEMS = 25
+HIDDEN = 16
+MAX_LEN = 12
+K = 3
+KL_SCALE, INTEREST_SCALE = 0.1, 0.2
+PLATES = ("sequences", "positions", "tokens")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models gain nothing from intra-op threads, and oversubscribed threads on a busy
+    2-core machine make them orders of magnitude slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _clean_param_store():
+    pyro.clear_param_store()
+    yield
+    pyro.clear_param_store()
+
+
+def make_module(prior: str = "sigma", seed: int = 0, **overrides) -> SigmaModule:
+    torch.manual_seed(seed)
+    config = ModelConfig(prior=prior, hidden_size=HIDDEN, num_heads=2, max_seq_length=MAX_LEN,
+                         num_interests=K, hidden_dropout=0.0, attention_dropout=0.0,
+                         **overrides)
+    return SigmaModule(NUM_ITEMS, config)
+
+
+def make_sequences(seed: int = 0, users: int = 8, max_length: int = 9) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(1, NUM_ITEMS + 1, size=int(rng.integers(3, max_length + 1)))
+            for _ in range(users)]
+
+
+def make_batch(seed: int = 0, users: int = 8, max_length: int = 9) -> SequenceBatch:
+    seqs = make_sequences(seed, users, max_length)
+    batch = next(iter(TrainingBatches(seqs, users, MAX_LEN, shuffle=False)))
+    assert batch.items.shape[0] == users
+    assert not batch.mask.all(), "the test batch needs padding"
+    return batch
+
+
+def widen(batch: SequenceBatch, extra: int) -> SequenceBatch:
+    """The same batch with ``extra`` more all-padding columns."""
+    pad = torch.full((batch.items.shape[0], extra), PADDING_ID, dtype=torch.long)
+    return SequenceBatch(torch.cat([batch.items, pad], 1), torch.cat([batch.targets, pad], 1),
+                         torch.cat([batch.mask, pad.bool()], 1), batch.index)
+
+
+def get_traces(module, batch, kl_scale=KL_SCALE, interest_scale=INTEREST_SCALE, guide=None):
+    guide = guide or module.guide
+    guide_trace = poutine.trace(guide).get_trace(batch, kl_scale, interest_scale)
+    model_trace = poutine.trace(poutine.replay(module.model, trace=guide_trace)).get_trace(
+        batch, kl_scale, interest_scale)
+    guide_trace.compute_log_prob()
+    model_trace.compute_log_prob()
+    return model_trace, guide_trace
+
+
+def sample_sites(trace) -> dict:
+    return {name: site for name, site in trace.nodes.items()
+            if site["type"] == "sample" and name not in PLATES}
+
+
+# -- trace structure ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prior", ["sigma", "normal"])
+def test_trace_sites_and_shapes(prior):
+    module = make_module(prior)
+    batch = make_batch()
+    num_sequences, length = batch.items.shape
+    model_trace, guide_trace = get_traces(module, batch)
+    model_sites, guide_sites = sample_sites(model_trace), sample_sites(guide_trace)
+
+    expected_model = {"z", "next_item"}
+    expected_guide = {"z"}
+    if prior == "sigma":
+        expected_model |= {"interests", "interest_next_item", "orthogonality"}
+        expected_guide |= {"interests"}
+    assert set(model_sites) == expected_model
+    assert set(guide_sites) == expected_guide
+
+    for trace in (model_trace, guide_trace):
+        z = trace.nodes["z"]
+        assert tuple(z["fn"].batch_shape) == (num_sequences, length)
+        assert tuple(z["fn"].event_shape) == (HIDDEN,)
+        assert tuple(z["value"].shape) == (num_sequences, length, HIDDEN)
+        assert z["scale"] == pytest.approx(KL_SCALE)
+        assert tuple(z["log_prob"].shape) == (num_sequences, length)
+        # Masked: padding positions contribute exactly zero.
+        assert (z["log_prob"][~batch.mask] == 0).all()
+    # The guide's z is the one the model scores (replay).
+    assert torch.equal(model_trace.nodes["z"]["value"], guide_trace.nodes["z"]["value"])
+
+    next_item = model_trace.nodes["next_item"]
+    assert next_item["is_observed"]
+    assert tuple(next_item["value"].shape) == (batch.num_tokens,)
+    assert tuple(next_item["fn"].logits.shape) == (batch.num_tokens, NUM_ITEMS)
+    # Observed classes are the real targets, shifted to 0..N-1.
+    assert torch.equal(next_item["value"], batch.targets[batch.mask] - 1)
+    assert next_item["value"].min() >= 0 and next_item["value"].max() < NUM_ITEMS
+    assert math.isfinite(next_item["log_prob_sum"].item())
+
+    if prior == "sigma":
+        interests = model_trace.nodes["interests"]
+        assert tuple(interests["fn"].batch_shape) == (num_sequences, 1)
+        assert tuple(interests["fn"].event_shape) == (K, HIDDEN)
+        assert interests["scale"] == pytest.approx(INTEREST_SCALE)
+        assert guide_trace.nodes["interests"]["scale"] == pytest.approx(INTEREST_SCALE)
+        observed = model_trace.nodes["interest_next_item"]
+        rows = torch.arange(num_sequences)
+        last = batch.mask.sum(1) - 1
+        assert observed["is_observed"]
+        # The interest likelihood predicts the item after each sequence's last real input.
+        assert torch.equal(observed["value"].squeeze(1), batch.targets[rows, last] - 1)
+        assert observed["scale"] == pytest.approx(INTEREST_SCALE)
+
+
+@pytest.mark.parametrize("prior", ["sigma", "normal"])
+def test_guide_interests_use_last_real_position(prior):
+    module = make_module(prior).eval()
+    batch = make_batch(seed=4)
+    _, guide_trace = get_traces(module, batch)
+    loc, scale = module.encode(batch.items)
+    fn = guide_trace.nodes["z"]["fn"].base_dist.base_dist
+    torch.testing.assert_close(fn.loc, loc)
+    torch.testing.assert_close(fn.scale, scale)
+    if prior == "sigma":
+        interests = module.extract_interests(batch.items, batch.mask)
+        rows, last = torch.arange(batch.items.shape[0]), batch.mask.sum(1) - 1
+        q = guide_trace.nodes["interests"]["fn"].base_dist
+        torch.testing.assert_close(q.loc.squeeze(1), interests.loc[rows, last])
+        torch.testing.assert_close(q.scale.squeeze(1), interests.scale[rows, last])
+
+
+# -- masking ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prior", ["sigma", "normal"])
+def test_garbage_at_padding_does_not_change_log_densities(prior):
+    module = make_module(prior).eval()
+    batch = make_batch(seed=1)
+    pyro.set_rng_seed(0)
+    guide_trace = poutine.trace(module.guide).get_trace(batch, KL_SCALE, INTEREST_SCALE)
+    clean_model = poutine.trace(poutine.replay(module.model, trace=guide_trace)).get_trace(
+        batch, KL_SCALE, INTEREST_SCALE)
+    guide_trace.compute_log_prob()
+    clean_model.compute_log_prob()
+    clean = {n: s["log_prob_sum"].item() for n, s in sample_sites(clean_model).items()}
+    clean_guide_z = guide_trace.nodes["z"]["log_prob_sum"].item()
+
+    garbage = guide_trace.nodes["z"]["value"].detach().clone()
+    garbage[~batch.mask] = 1.0e4
+    guide_trace.nodes["z"]["value"] = garbage
+    for site in guide_trace.nodes.values():
+        site.pop("log_prob", None), site.pop("log_prob_sum", None), site.pop("unscaled_log_prob", None)
+    dirty_model = poutine.trace(poutine.replay(module.model, trace=guide_trace)).get_trace(
+        batch, KL_SCALE, INTEREST_SCALE)
+    dirty_model.compute_log_prob()
+    guide_trace.compute_log_prob()
+    dirty = {n: s["log_prob_sum"].item() for n, s in sample_sites(dirty_model).items()}
+    assert dirty.keys() == clean.keys()
+    for name in clean:
+        assert dirty[name] == pytest.approx(clean[name], rel=1e-5, abs=1e-4), name
+    assert guide_trace.nodes["z"]["log_prob_sum"].item() == pytest.approx(clean_guide_z, rel=1e-5)
+
+    # Non-vacuous: garbage at a real position does change the z and next_item terms.
+    real = garbage.clone()
+    # Not a constant shift: the decoder's input layer norm would remove it.
+    real[batch.mask] += 3.0 * torch.randn(real[batch.mask].shape,
+                                          generator=torch.Generator().manual_seed(0))
+    guide_trace.nodes["z"]["value"] = real
+    moved = poutine.trace(poutine.replay(module.model, trace=guide_trace)).get_trace(
+        batch, KL_SCALE, INTEREST_SCALE)
+    moved.compute_log_prob()
+    assert moved.nodes["z"]["log_prob_sum"].item() != pytest.approx(clean["z"], rel=1e-3)
+    assert moved.nodes["next_item"]["log_prob_sum"].item() != pytest.approx(clean["next_item"],
+                                                                            rel=1e-3)
+
+
+def pinned_guide(module, batch: SequenceBatch, garbage: float | None = None):
+    """The guide with every latent pinned to its posterior mean (z at padding set to
+    ``garbage``): a replay of the guide against a trace holding those values, so the sites
+    stay latent (sampled) for the model's replay."""
+    trace = poutine.trace(module.guide).get_trace(batch, KL_SCALE, INTEREST_SCALE)
+    loc, _ = module.encode(batch.items)
+    z = loc.detach().clone()
+    if garbage is not None:
+        z[~batch.mask] = garbage
+    trace.nodes["z"]["value"] = z
+    if module.prior.requires_interests:
+        interests = module.extract_interests(batch.items, batch.mask)
+        rows, last = torch.arange(batch.items.shape[0]), batch.mask.sum(1) - 1
+        trace.nodes["interests"]["value"] = interests.loc[rows, last].unsqueeze(1).detach()
+    return poutine.replay(module.guide, trace=trace)
+
+
+@pytest.mark.parametrize("prior", ["sigma", "normal"])
+def test_extra_padding_columns_do_not_change_the_elbo(prior):
+    module = make_module(prior).eval()
+    narrow = make_batch(seed=2)
+    wide = widen(narrow, MAX_LEN - narrow.items.shape[1])
+    assert wide.items.shape[1] > narrow.items.shape[1]
+
+    def elbo(batch, garbage):
+        model_trace, guide_trace = get_traces(module, batch,
+                                              guide=pinned_guide(module, batch, garbage))
+        return {**{f"model.{n}": s["log_prob_sum"].item() for n, s in sample_sites(model_trace).items()},
+                **{f"guide.{n}": s["log_prob_sum"].item() for n, s in sample_sites(guide_trace).items()}}
+
+    a, b = elbo(narrow, None), elbo(wide, 123.0)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert b[name] == pytest.approx(a[name], rel=1e-5, abs=1e-4), name
+
+    # The same through the reporting code (objective.elbo_terms), which reads the traces.
+    terms = {}
+    for key, batch, garbage in (("narrow", narrow, None), ("wide", wide, -50.0)):
+        original = module.guide
+        module.guide = pinned_guide(module, batch, garbage)
+        try:
+            terms[key] = elbo_terms(module, batch, KL_SCALE, INTEREST_SCALE)
+        finally:
+            module.guide = original
+    for name, value in terms["narrow"].items():
+        assert terms["wide"][name] == pytest.approx(value, rel=1e-5, abs=1e-5), name
+
+
+def test_elbo_terms_match_trace_elbo():
+    module = make_module("sigma").eval()
+    batch = make_batch(seed=3)
+    pyro.set_rng_seed(5)
+    loss = Trace_ELBO().loss(module.model, module.guide, batch, KL_SCALE, INTEREST_SCALE)
+    pyro.set_rng_seed(5)
+    terms = elbo_terms(module, batch, KL_SCALE, INTEREST_SCALE)
+    assert terms["loss"] * batch.num_tokens == pytest.approx(loss, rel=1e-4)
+    assert terms["nll"] > 0 and terms["interest_nll"] > 0
+    # The annealed loss per token is nll + beta * kl_z + orthogonality (per token) plus
+    # lambda * (interest terms), which are reported per sequence.
+    per_token = batch.items.shape[0] / batch.num_tokens
+    recombined = (terms["nll"] + KL_SCALE * terms["kl_z"]
+                  + INTEREST_SCALE * (terms["interest_kl"] + terms["interest_nll"]) * per_token
+                  + terms["orthogonality"])
+    assert recombined == pytest.approx(terms["loss"], rel=1e-4, abs=1e-5)
+
+
+# -- the priors ---------------------------------------------------------------------------
+
+
+def test_mixture_prior_log_prob_matches_manual_logsumexp():
+    module = make_module("sigma", seed=1).eval()
+    with torch.no_grad():
+        module.item_embedding.weight[1:].normal_()
+    batch = make_batch(seed=5)
+    interests = module.extract_interests(batch.items, batch.mask)
+    B, L = batch.items.shape
+    prior = module.prior(PriorInputs((B, L), HIDDEN, interests, batch.items.device))
+    assert isinstance(prior, dist.MixtureSameFamily)
+    z = torch.randn(B, L, HIDDEN, generator=torch.Generator().manual_seed(0))
+    log_w = torch.log(interests.intensity / interests.intensity.sum(-1, keepdim=True))
+    components = torch.distributions.Normal(interests.loc, interests.scale).log_prob(
+        z.unsqueeze(-2)).sum(-1)                                          # [B, L, K]
+    manual = torch.logsumexp(log_w + components, dim=-1)
+    torch.testing.assert_close(prior.log_prob(z), manual, rtol=1e-5, atol=1e-4)
+    # Intensities at real positions are proper mixture weights.
+    sums = interests.intensity.sum(-1)[batch.mask]
+    torch.testing.assert_close(sums, torch.ones_like(sums), rtol=0, atol=1e-4)
+
+
+def test_normal_prior_is_standard_normal():
+    module = make_module("normal")
+    prior = module.prior(PriorInputs((3, 5), HIDDEN, None, torch.device("cpu")))
+    z = torch.randn(3, 5, HIDDEN)
+    expected = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
+    torch.testing.assert_close(prior.log_prob(z), expected)
+    assert module.interests is None
+
+
+# -- optimisation --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prior", ["sigma", "normal"])
+def test_svi_reduces_the_loss(prior):
+    module = make_module(prior, seed=0)
+    module.train()
+    batch = make_batch(seed=6, users=16)
+    pyro.set_rng_seed(0)
+    svi = SVI(module.model, module.guide, pyro.optim.ClippedAdam({"lr": 0.01, "clip_norm": 10.0}),
+              Trace_ELBO())
+    losses = [svi.step(batch, KL_SCALE, INTEREST_SCALE) / batch.num_tokens for _ in range(60)]
+    assert all(math.isfinite(x) for x in losses)
+    first, last = np.mean(losses[:5]), np.mean(losses[-5:])
+    assert last < first - 1.0, f"loss went from {first:.3f} to {last:.3f}"
+
+
+def test_two_particles_work():
+    module = make_module("sigma")
+    batch = make_batch(seed=7)
+    pyro.set_rng_seed(1)
+    before = {k: v.detach().clone() for k, v in module.named_parameters()}
+    svi = SVI(module.model, module.guide, pyro.optim.ClippedAdam({"lr": 0.01}),
+              Trace_ELBO(num_particles=2))
+    losses = [svi.step(batch, KL_SCALE, INTEREST_SCALE) for _ in range(3)]
+    assert all(math.isfinite(x) for x in losses)
+    changed = [k for k, v in module.named_parameters() if not torch.equal(v, before[k])]
+    assert "item_embedding.weight" in changed and "loc_head.weight" in changed
+    # Two particles average two single-particle estimates: same order of magnitude.
+    pyro.set_rng_seed(2)
+    two = Trace_ELBO(num_particles=2).loss(module.model, module.guide, batch, KL_SCALE, INTEREST_SCALE)
+    pyro.set_rng_seed(2)
+    singles = [Trace_ELBO().loss(module.model, module.guide, batch, KL_SCALE, INTEREST_SCALE)
+               for _ in range(2)]
+    assert two == pytest.approx(np.mean(singles), rel=1e-4)
+
+
+# -- orthogonality ---------------------------------------------------------------------------
+
+
+def test_orthogonality_penalty_zero_for_orthonormal_prototypes():
+    module = make_module("sigma")
+    assert module.interests.orthogonality_penalty().item() == pytest.approx(0.0, abs=1e-6)
+    with torch.no_grad():
+        # Any orthonormal directions (norms do not matter: prototypes are normalised).
+        module.interests.raw_prototypes.copy_(torch.eye(K, HIDDEN) * torch.tensor([[2.0], [0.5], [7.0]]))
+    assert module.interests.orthogonality_penalty().item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_orthogonality_penalty_positive_otherwise():
+    module = make_module("sigma")
+    with torch.no_grad():
+        module.interests.raw_prototypes.copy_(torch.ones(K, HIDDEN))
+    # C C^T - I has K (K - 1) off-diagonal ones.
+    assert module.interests.orthogonality_penalty().item() == pytest.approx(K * (K - 1) / K**2,
+                                                                           rel=1e-5)
+    with torch.no_grad():
+        module.interests.raw_prototypes.copy_(torch.eye(K, HIDDEN))
+        module.interests.raw_prototypes[1, 0] = 0.3
+    penalty = module.interests.orthogonality_penalty()
+    assert penalty.item() > 0
+    penalty.backward()
+    assert module.interests.raw_prototypes.grad.abs().sum() > 0
+
+    # The model adds it as a factor weighted per token.
+    batch = make_batch(seed=8)
+    model_trace, _ = get_traces(module, batch)
+    factor = model_trace.nodes["orthogonality"]["log_prob_sum"].item()
+    expected = -module.config.orthogonality_weight * batch.num_tokens * penalty.item()
+    assert factor == pytest.approx(expected, rel=1e-5)
+    assert factor < 0
+
+
+def test_zero_orthogonality_weight_drops_the_factor():
+    module = make_module("sigma", orthogonality_weight=0.0)
+    model_trace, _ = get_traces(module, make_batch())
+    assert "orthogonality" not in model_trace.nodes
