@@ -26,6 +26,7 @@ class PriorInputs:
     latent_dim: int
     interests: Interests | None    # set when the prior asks for them
     device: torch.device
+    module: nn.Module | None = None  # the SigmaModule, for priors that use its networks
 
 
 class LatentPrior(nn.Module):

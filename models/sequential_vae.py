@@ -56,7 +56,7 @@ class SequentialVAEModel:
                                 obs=batch.targets[rows, last].unsqueeze(1) - 1)
             with pyro.plate("positions", length, dim=-1):
                 prior = module.prior(PriorInputs((num_sequences, length), module.latent_dim,
-                                                 interests, batch.items.device))
+                                                 interests, batch.items.device, module))
                 with poutine.scale(scale=kl_scale):
                     z = pyro.sample("z", prior.mask(mask))
 

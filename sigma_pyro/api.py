@@ -23,6 +23,7 @@ from sigma_pyro.data.interactions import Interactions
 from sigma_pyro.data.loading import read_configured_data
 from sigma_pyro.errors import CheckpointError, DataError
 from sigma_pyro.evaluation.evaluate import evaluate_module
+from sigma_pyro.evaluation.ranking import PopularityRecommender, evaluate_ranking
 from sigma_pyro.module import SigmaModule
 from sigma_pyro.predict import PosteriorScorer, last_position_representation, top_k
 from sigma_pyro.training import Trainer, TrainingSummary
@@ -112,6 +113,22 @@ class SigmaRecommender:
             raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
         return evaluate_module(module, histories, targets, self.config.eval,
                                self.config.model.max_seq_length, self.config.train.device)
+
+    def baselines(self, split: str = "test") -> dict[str, dict]:
+        """Reference points for the metrics: popularity (counts over the histories of the
+        split, all of which the model may see) and, on synthetic data, the Bayes-optimal
+        ranking under the generator's true next-item law."""
+        data = self.split
+        histories, targets = ((data.valid_history, data.valid_target) if split == "valid"
+                              else (data.test_history, data.test_target))
+        popularity = PopularityRecommender().fit(histories, self.dataset.num_items)
+        out = {"popularity": evaluate_ranking(
+            popularity.score_items_for_users, torch.as_tensor(targets),
+            pad_right(histories, max(map(len, histories))), self.dataset.num_items,
+            ks=self.config.eval.ks, mask_history=self.config.eval.mask_history)}
+        if self.synthetic is not None:
+            out["bayes_optimal"] = self.synthetic.bayes_optimal_metrics(self.config.eval.ks, split)
+        return out
 
     def recommend(self, histories: list[list[str]], k: int = 10,
                   exclude_history: bool = True) -> list[list[tuple[str, float]]]:

@@ -64,7 +64,12 @@ class SigmaModule(nn.Module):
 
     def encode(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Parameters of q(z_t | x_<=t) for every position, each [B, L, D]."""
-        h = self.encoder(self.item_embedding(items))
+        return self.encode_vectors(self.item_embedding(items))
+
+    def encode_vectors(self, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The guide's encoder applied to input vectors [B, L, D] instead of item ids, for
+        priors built from the guide itself (VampPrior's pseudo-sequences)."""
+        h = self.encoder(vectors)
         return self.loc_head(h), F.softplus(self.scale_head(h)) + _MIN_SCALE
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:

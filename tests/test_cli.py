@@ -82,7 +82,7 @@ def test_train_writes_the_model_folder(trained):
         assert metrics[split]["ndcg@20"] <= metrics[split]["recall@20"] + 1e-9
     assert metrics["epochs_run"] == 2
     assert metrics["best_epoch"] in (1, 2)
-    assert "popularity_test" in metrics["baselines"]
+    assert "popularity" in metrics["baselines"]
 
     meta = json.loads((out / "model.json").read_text())
     assert meta["config"]["model"]["hidden_size"] == 16

@@ -1,0 +1,64 @@
+"""Pieces shared by the sub-commands: config flags generated from the dataclasses."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from sigma_pyro.config import field_types, flag
+
+# Flags whose name differs from the config field they set.
+FLAG_NAMES = {"path": "--data"}
+HELP = {
+    "path": "interaction file; omit to use the built-in synthetic dataset",
+    "format": "seq (user item item ...), inter (RecBole atomic file) or table (CSV/TSV/Parquet); "
+              "inferred from the extension when omitted",
+    "prior": "prior over z: sigma (semantic mixture, default) or normal (ContrastVAE-style)",
+    "epochs": "maximum number of epochs (early stopping usually ends sooner)",
+    "kl_cap": "final weight of the KL of z per latent dimension (linear ramp)",
+    "ks": "cut-offs K for Recall@K and NDCG@K, e.g. 5,10,20,40",
+    "posterior_samples": "0 scores with the posterior mean of z; S > 0 averages S predictives",
+    "mask_history": "exclude items already in the history from the ranking (default on)",
+    "device": "cpu, cuda or cuda:N",
+}
+
+
+def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...]) -> None:
+    """One flag per configuration field of the given sections (``--hidden-size`` ...)."""
+    groups = {}
+    for name, (section, hint) in field_types().items():
+        if section not in sections:
+            continue
+        group = groups.setdefault(section, parser.add_argument_group(f"{section} settings"))
+        option = FLAG_NAMES.get(name, flag(name))
+        kwargs = {"dest": f"cfg_{name}", "default": argparse.SUPPRESS, "help": HELP.get(name)}
+        if hint is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["metavar"] = name.upper()
+        group.add_argument(option, **kwargs)
+
+
+def config_overrides(args: argparse.Namespace) -> dict:
+    """The configuration flags actually given, nested by section."""
+    types = field_types()
+    nested: dict = {}
+    for key, value in vars(args).items():
+        if key.startswith("cfg_"):
+            name = key[4:]
+            nested.setdefault(types[name][0], {})[name] = value
+    return nested
+
+
+def flat_overrides(args: argparse.Namespace) -> dict:
+    return {k: v for section in config_overrides(args).values() for k, v in section.items()}
+
+
+def log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def load_model(args):
+    from sigma_pyro.api import SigmaRecommender
+
+    return SigmaRecommender.load(args.model, **flat_overrides(args))

@@ -1,0 +1,31 @@
+"""``sigma-pyro evaluate``: full-ranking metrics of a saved model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sigma_pyro.commands.common import add_config_flags, load_model, log
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("evaluate", help="full-ranking metrics of a saved model",
+                            description="Recall@K, NDCG@K and MRR over all items on the "
+                                        "leave-one-out validation and test splits of the data "
+                                        "the model was trained on (or of --data).")
+    parser.add_argument("--model", type=Path, required=True, help="folder written by train")
+    parser.add_argument("--split", choices=("valid", "test", "both"), default="both")
+    add_config_flags(parser, ("data", "eval"))
+    parser.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    rec = load_model(args)
+    rec.load_data()
+    report = rec.data_report
+    if report.get("users_changed"):
+        log(f"{report['users_changed']} histories had {report['unknown_items']} items unknown "
+            f"to the model, dropped; {report['users_dropped']} users dropped entirely")
+    splits = ("valid", "test") if args.split == "both" else (args.split,)
+    print(json.dumps({s: rec.evaluate(s) for s in splits}, indent=2))
+    return 0
