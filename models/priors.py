@@ -58,4 +58,5 @@ def build_prior(config) -> LatentPrior:
 
 
 # Importing the modules registers them.
-from sigma_pyro.models import prior_normal, prior_sigma  # noqa: E402,F401
+from sigma_pyro.models import (prior_gmm, prior_normal, prior_sigma,  # noqa: E402,F401
+                               prior_sigma_uniform, prior_vamp)

@@ -14,7 +14,10 @@ last position T (the interests of the whole training prefix, as in the authors' 
 
 so the whole objective is one ELBO that Trace_ELBO estimates. The next-item site is computed
 only at real (non-padding) positions, gathered into a ``tokens`` plate first: most positions
-of a padded batch are padding, and the full softmax dominates the cost. The interest
+of a padded batch are padding, and the full softmax dominates the cost. For catalogs where
+the full softmax does not fit, ``likelihood: sampled`` replaces it with a sampled softmax
+over popularity-sampled negatives with the log-Q correction, still as the ``next_item``
+observation site. The interest
 likelihood scores K vectors per position, so it is kept to the last position, where it costs
 about as much as the main likelihood instead of K times it.
 """
@@ -62,8 +65,15 @@ class SequentialVAEModel:
 
         representation = module.decode(z)[mask]          # [M, D], M real positions
         with pyro.plate("tokens", targets.shape[0]):
-            pyro.sample("next_item", dist.Categorical(logits=module.item_logits(representation)),
-                        obs=targets)
+            if module.config.likelihood == "sampled":
+                # The observed outcome is "the target wins among itself and the negatives".
+                logits = module.sampled_logits(representation, targets, module.config.negatives)
+                pyro.sample("next_item", dist.Categorical(logits=logits),
+                            obs=torch.zeros_like(targets))
+            else:
+                pyro.sample("next_item",
+                            dist.Categorical(logits=module.item_logits(representation)),
+                            obs=targets)
         if interests is not None and module.config.orthogonality_weight > 0:
             # Weighted per token so the weight means the same as in per-token losses.
             penalty = module.interests.orthogonality_penalty()

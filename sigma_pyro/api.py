@@ -26,6 +26,7 @@ from sigma_pyro.evaluation.evaluate import evaluate_module
 from sigma_pyro.evaluation.ranking import PopularityRecommender, evaluate_ranking
 from sigma_pyro.module import SigmaModule
 from sigma_pyro.predict import PosteriorScorer, last_position_representation, top_k
+from sigma_pyro.resources import check_training_memory
 from sigma_pyro.training import Trainer, TrainingSummary
 
 
@@ -58,9 +59,10 @@ class SigmaRecommender:
 
     @property
     def split(self) -> LeaveOneOutSplit:
+        """Users with fewer than 3 (known) items are left out; ``data_report`` counts them."""
         if self.dataset is None:
             self.load_data()
-        return self.dataset.leave_one_out()
+        return self.dataset.leave_one_out(skip_short=True)
 
     # -- training ----------------------------------------------------------------------------
     def build_module(self) -> SigmaModule:
@@ -68,6 +70,10 @@ class SigmaRecommender:
             self.load_data()
         torch.manual_seed(self.config.train.seed)
         self.module = SigmaModule(self.dataset.num_items, self.config.model)
+        counts = torch.zeros(self.dataset.num_items + 1)
+        for sequence in self.split.train:
+            counts.index_add_(0, torch.as_tensor(sequence), torch.ones(len(sequence)))
+        self.module.set_sampling_counts(counts[1:])
         return self.module
 
     def fit(self, out_dir: str | Path | None = None, resume: bool = False,
@@ -76,6 +82,14 @@ class SigmaRecommender:
         with the best validation metric."""
         if self.dataset is None:
             self.load_data()
+        split = self.split
+        check_training_memory(self.config, self.dataset.num_items,
+                              [len(s) - 1 for s in split.train])
+        meta_path = Path(out_dir) / META_FILE if resume and out_dir is not None else None
+        if meta_path is not None and meta_path.is_file() \
+                and read_json(meta_path).get("items") != self.dataset.items.raw_ids:
+            raise CheckpointError(f"{meta_path}: the saved model was trained on other items than "
+                                  f"{self.dataset.source}; resume needs the same data")
         module = self.build_module()
         best_state: dict = {}
 

@@ -27,14 +27,21 @@ STATE_FILE = "last.pt"
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot write ({err.strerror or err})") from None
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise CheckpointError(f"{path}: cannot write ({err.strerror or err}); "
+                              "the previous file is unchanged") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -74,9 +81,12 @@ def read_json(path: Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file (is this a sigma-pyro model folder?)")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        meta = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{path}: corrupted model metadata ({err})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: corrupted model metadata (not a JSON object)")
+    return meta
 
 
 def library_versions() -> dict[str, str]:
@@ -84,5 +94,6 @@ def library_versions() -> dict[str, str]:
 
     import sigma_pyro
 
-    return {"sigma_pyro": sigma_pyro.__version__, "torch": torch.__version__,
-            "pyro": pyro.__version__}
+    # str(): torch.__version__ is a TorchVersion, which weights_only loading refuses.
+    return {"sigma_pyro": sigma_pyro.__version__, "torch": str(torch.__version__),
+            "pyro": str(pyro.__version__)}

@@ -49,6 +49,9 @@ class ModelConfig:
     interest_temperature: float = 0.1
     orthogonality_weight: float = 0.01
     train_prototypes: bool = True
+    pseudo_inputs: int = 32            # VampPrior: number of learnable pseudo-sequences
+    likelihood: str = "full"           # full softmax, or "sampled" for very large catalogs
+    negatives: int = 1000              # popularity-sampled negatives per batch (sampled only)
 
 
 @dataclass
@@ -58,6 +61,7 @@ class TrainConfig:
     lr: float = 1e-3
     clip_norm: float = 10.0
     num_particles: int = 1
+    analytic_kl: bool = False          # closed-form KL of z (TraceMeanField_ELBO); normal prior only
     kl_cap: float = 0.2
     kl_anneal_steps: int = 10000
     interest_weight_start: float = 0.2
@@ -76,7 +80,7 @@ class EvalConfig:
     mask_history: bool = True
     posterior_samples: int = 0         # 0: posterior mean of z; S > 0: average S predictives
     eval_batch_size: int = 1024
-    item_chunk_size: int = 8192
+    item_chunk_size: int = 32768        # items scored at once: memory ~ users x this x 4 bytes
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
@@ -123,6 +127,7 @@ class Config:
         m, t, e = self.model, self.train, self.eval
         positive = {"hidden_size": m.hidden_size, "num_layers": m.num_layers,
                     "num_heads": m.num_heads, "num_interests": m.num_interests,
+                    "pseudo_inputs": m.pseudo_inputs,
                     "epochs": t.epochs, "batch_size": t.batch_size,
                     "num_particles": t.num_particles, "eval_batch_size": e.eval_batch_size,
                     "item_chunk_size": e.item_chunk_size, "lr": t.lr,
@@ -160,12 +165,21 @@ class Config:
         if early_stop_cutoff(t.early_stop_metric) is None and t.early_stop_metric != "mrr":
             raise ConfigError(f"{flag('early_stop_metric')} {t.early_stop_metric!r} must be "
                               "recall@K, ndcg@K or mrr")
+        if m.likelihood not in ("full", "sampled"):
+            raise ConfigError(f"--likelihood must be full or sampled, got {m.likelihood!r}")
+        if m.likelihood == "sampled" and m.negatives < 1:
+            raise ConfigError(f"--negatives must be at least 1 with --likelihood sampled, "
+                              f"got {m.negatives}")
         if self.data.format not in (None, "seq", "inter", "table"):
             raise ConfigError(f"--format must be seq, inter or table, got {self.data.format!r}")
         from sigma_pyro.models.priors import PRIORS  # late: priors import the nn package
 
         if m.prior not in PRIORS:
             raise ConfigError(f"--prior {m.prior!r} is unknown (choose from {', '.join(sorted(PRIORS))})")
+        if t.analytic_kl and m.prior != "normal":
+            # Only N(0, I) has a closed-form KL from the Gaussian guide; a mixture prior
+            # would silently fall back to the Monte Carlo estimate.
+            raise ConfigError(f"{flag('analytic_kl')} needs --prior normal, got --prior {m.prior}")
         return self
 
 
@@ -245,18 +259,34 @@ def preset_path(name: str) -> Path:
 def load_config(preset: str | None = None, overrides: dict | None = None) -> Config:
     """Defaults, then the preset, then explicit overrides; validated."""
     config = Config()
+    from_preset: set[str] = set()
     if preset is not None:
         path = preset_path(preset)
         try:
             values = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as err:
+        except UnicodeDecodeError as err:
+            line = err.object.count(b"\n", 0, err.start) + 1
+            raise ConfigError(f"{path}:{line}: not valid UTF-8 "
+                              f"(byte 0x{err.object[err.start]:02x})") from None
+        except yaml.YAMLError as err:
             line = getattr(getattr(err, "problem_mark", None), "line", None)
             where = f"{path}:{line + 1}" if line is not None else str(path)
-            raise ConfigError(f"{where}: not valid YAML") from None
+            problem = getattr(err, "problem", None) or getattr(err, "reason", None)
+            detail = f" ({problem})" if problem else ""
+            raise ConfigError(f"{where}: not valid YAML{detail}") from None
         config.update(values or {}, str(path))
+        from_preset = {name for fields in (values or {}).values() if isinstance(fields, dict)
+                       for name in fields}
     if overrides:
         config.update(overrides, "command line")
-    return config.validate()
+        from_preset -= {name for fields in overrides.values() for name in (fields or {})}
+    try:
+        return config.validate()
+    except ConfigError as err:
+        # validate() names flags; when the bad value came from a YAML file, name the file too.
+        if any(flag(name) in str(err) for name in from_preset):
+            raise ConfigError(f"{path}: {err}") from None
+        raise
 
 
 def nest_overrides(flat: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -7,6 +7,8 @@ register the same module with ``pyro.module``, so SVI optimises all parameters a
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -38,6 +40,9 @@ class SigmaModule(nn.Module):
         with torch.no_grad():
             self.item_embedding.weight[0].zero_()
         self.item_bias = nn.Parameter(torch.zeros(num_items))
+        # log Q(item) of the negative sampler (sampled likelihood); popularity once
+        # set_sampling_counts is called, uniform until then. Saved with the weights.
+        self.register_buffer("sampling_log_q", torch.full((num_items,), -math.log(num_items)))
         self.encoder = CausalTransformer(d, config.num_layers, config.num_heads,
                                          config.max_seq_length, config.hidden_dropout,
                                          config.attention_dropout)
@@ -82,6 +87,29 @@ class SigmaModule(nn.Module):
         stop = self.num_items + 1 if stop is None else stop
         weight = self.item_embedding.weight[start:stop]
         return representation @ weight.T + self.item_bias[start - 1: stop - 1]
+
+    def set_sampling_counts(self, counts: torch.Tensor) -> None:
+        """Popularity sampler for negatives: Q(item) proportional to its training count + 1."""
+        smoothed = counts.to(self.sampling_log_q) + 1.0
+        self.sampling_log_q.copy_((smoothed / smoothed.sum()).log())
+
+    def sampled_logits(self, representation: torch.Tensor, targets: torch.Tensor,
+                       num_negatives: int) -> torch.Tensor:
+        """Sampled-softmax logits [M, 1 + N]: the target in column 0, then N negatives drawn
+        from Q and shared by the batch, all corrected by -log Q (Jean et al. 2015) so the
+        softmax over the sample estimates the full one. A negative that is the row's own
+        target is removed (-inf), or it would count the target as its own competitor.
+
+        ``targets`` are classes 0..num_items-1 (internal id - 1)."""
+        negatives = torch.multinomial(self.sampling_log_q.exp(), num_negatives, replacement=True)
+        weight = self.item_embedding.weight[1:]
+        positive = (representation * weight[targets]).sum(-1) + self.item_bias[targets]
+        negative = representation @ weight[negatives].T + self.item_bias[negatives]
+        logits = torch.cat([(positive - self.sampling_log_q[targets]).unsqueeze(-1),
+                            negative - self.sampling_log_q[negatives]], dim=-1)
+        accidental = negatives.unsqueeze(0) == targets.unsqueeze(-1)
+        return logits.masked_fill(
+            torch.cat([torch.zeros_like(accidental[:, :1]), accidental], dim=-1), float("-inf"))
 
     def extract_interests(self, items: torch.Tensor, mask: torch.Tensor) -> Interests:
         return self.interests(self.item_embedding(items), mask)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import pyro
 import torch
 from pyro import poutine
 
@@ -62,7 +63,10 @@ def first_non_finite_site(module, batch: SequenceBatch, kl_scale: float,
                           interest_scale: float) -> str | None:
     """Name of the first model or guide site whose log-density is not finite."""
     try:
-        model_trace, guide_trace = traces(module, batch, kl_scale, interest_scale)
+        # With argument validation on, a NaN parameter raises before any site is recorded,
+        # which would hide which site went wrong.
+        with pyro.validation_enabled(False):
+            model_trace, guide_trace = traces(module, batch, kl_scale, interest_scale)
     except ValueError as err:  # a distribution rejected a NaN parameter
         words = str(err).split()
         name = words[words.index("parameter") + 1] if "parameter" in words else "?"

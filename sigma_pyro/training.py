@@ -12,14 +12,15 @@ from typing import Callable
 
 import pyro
 import torch
-from pyro.infer import SVI, Trace_ELBO
+from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
 from tqdm.auto import tqdm
 
-from sigma_pyro.checkpoint import STATE_FILE, atomic_torch_save, safe_torch_load
-from sigma_pyro.config import Config, early_stop_cutoff
+from sigma_pyro.checkpoint import (FORMAT_VERSION, STATE_FILE, atomic_torch_save,
+                                   library_versions, safe_torch_load)
+from sigma_pyro.config import Config, early_stop_cutoff, flag
 from sigma_pyro.data.batching import TrainingBatches
 from sigma_pyro.data.dataset import LeaveOneOutSplit
-from sigma_pyro.errors import SigmaPyroError
+from sigma_pyro.errors import CheckpointError, SigmaPyroError
 from sigma_pyro.evaluation.evaluate import evaluate_module
 from sigma_pyro.objective import elbo_terms, first_non_finite_site
 
@@ -96,7 +97,8 @@ class Trainer:
         pyro.set_rng_seed(cfg.train.seed)
         optimizer = pyro.optim.ClippedAdam({"lr": cfg.train.lr, "clip_norm": cfg.train.clip_norm})
         svi = SVI(module.model, module.guide, optimizer,
-                  Trace_ELBO(num_particles=cfg.train.num_particles))
+                  (TraceMeanField_ELBO if cfg.train.analytic_kl else Trace_ELBO)(
+                      num_particles=cfg.train.num_particles))
         batches = TrainingBatches(self.split.train, cfg.train.batch_size,
                                   cfg.model.max_seq_length, seed=cfg.train.seed)
         if len(batches) == 0:
@@ -111,12 +113,19 @@ class Trainer:
         if resume:
             state = self._load_state()
             if state is not None:
-                module.load_state_dict(state["module"])
-                optimizer.set_state(state["optimizer"])
-                torch.set_rng_state(state["rng"])
-                epoch, step = state["epoch"], state["step"]
-                best, best_epoch, bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
-                best_valid = state["best_valid"]
+                try:
+                    module.load_state_dict(state["module"])
+                    optimizer.set_state(state["optimizer"])
+                    # map_location moved every tensor to the device; RNG states live on the CPU.
+                    torch.set_rng_state(state["rng"].cpu())
+                    if state["cuda_rng"] is not None and self.device.type == "cuda":
+                        torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
+                    epoch, step = state["epoch"], state["step"]
+                    best, best_epoch, bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
+                    best_valid = state["best_valid"]
+                except (KeyError, RuntimeError, TypeError, AttributeError) as err:
+                    raise CheckpointError(f"{self.state_dir / STATE_FILE}: cannot resume from it "
+                                          f"({str(err).splitlines()[0]})") from None
                 self.log(f"resumed from {self.state_dir / STATE_FILE} at epoch {epoch}")
 
         metric = cfg.train.early_stop_metric
@@ -148,6 +157,16 @@ class Trainer:
                     raise TrainingError(
                         f"non-finite ELBO at epoch {epoch + 1}, step {step + 1}"
                         f"{f' ({site})' if site else ''}; the last good checkpoint is kept")
+                # ClippedAdam clamps gradients element-wise, which leaves a NaN gradient NaN,
+                # so a finite loss can still leave non-finite parameters behind.
+                sums = torch.stack([p.detach().sum() for p in module.parameters()])
+                if not torch.isfinite(sums).all():
+                    bad = [name for name, p in module.named_parameters()
+                           if not torch.isfinite(p.detach()).all()]
+                    raise TrainingError(
+                        f"non-finite gradient at epoch {epoch + 1}, step {step + 1}: parameters "
+                        f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''} became NaN or "
+                        "infinite; the last good checkpoint is kept")
                 step += 1
                 total_loss += loss
                 total_tokens += batch.num_tokens
@@ -170,8 +189,13 @@ class Trainer:
             self.log(self._format(record, metric, improved))
             if self.state_dir is not None:
                 atomic_torch_save({
+                    "format_version": FORMAT_VERSION, "versions": library_versions(),
+                    "config": cfg.to_dict(),
                     "module": module.state_dict(), "optimizer": optimizer.get_state(),
-                    "rng": torch.get_rng_state(), "epoch": epoch, "step": step,
+                    "rng": torch.get_rng_state(),
+                    "cuda_rng": (torch.cuda.get_rng_state(self.device)
+                                 if self.device.type == "cuda" else None),
+                    "epoch": epoch, "step": step,
                     "best": best, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
                     "best_valid": best_valid,
                 }, self.state_dir / STATE_FILE)
@@ -183,7 +207,19 @@ class Trainer:
         if self.state_dir is None or not (self.state_dir / STATE_FILE).is_file():
             self.log("no training state to resume from; starting fresh")
             return None
-        return safe_torch_load(self.state_dir / STATE_FILE, map_location=self.device)
+        path = self.state_dir / STATE_FILE
+        state = safe_torch_load(path, map_location=self.device)
+        version = state.get("format_version") if isinstance(state, dict) else None
+        if version != FORMAT_VERSION:
+            raise CheckpointError(f"{path}: format version {version!r}, expected "
+                                  f"{FORMAT_VERSION}; train again without --resume")
+        saved, current = state.get("config", {}).get("model", {}), self.config.to_dict()["model"]
+        changed = sorted(flag(name) for name in saved.keys() & current.keys()
+                         if saved[name] != current[name])
+        if changed:
+            raise CheckpointError(f"{path}: written with other model settings "
+                                  f"({', '.join(changed)}); resume with the same ones")
+        return state
 
     @staticmethod
     def _format(r: EpochRecord, metric: str, improved: bool) -> str:

@@ -13,7 +13,10 @@ HELP = {
     "path": "interaction file; omit to use the built-in synthetic dataset",
     "format": "seq (user item item ...), inter (RecBole atomic file) or table (CSV/TSV/Parquet); "
               "inferred from the extension when omitted",
-    "prior": "prior over z: sigma (semantic mixture, default) or normal (ContrastVAE-style)",
+    "prior": "prior over z: sigma (semantic mixture, default), sigma-uniform (equal weights "
+             "over active interests), gmm (learned mixture), vamp (VampPrior) or normal",
+    "analytic_kl": "closed-form KL of z (TraceMeanField_ELBO); only with --prior normal",
+    "pseudo_inputs": "number of learnable pseudo-sequences of the vamp prior",
     "epochs": "maximum number of epochs (early stopping usually ends sooner)",
     "kl_cap": "final weight of the KL of z per latent dimension (linear ramp)",
     "ks": "cut-offs K for Recall@K and NDCG@K, e.g. 5,10,20,40",
@@ -56,6 +59,17 @@ def flat_overrides(args: argparse.Namespace) -> dict:
 
 def log(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
+
+
+def log_unknown_items(report: dict) -> None:
+    """Say what a saved model could not use of other data (the report of
+    SequenceDataset.from_interactions)."""
+    if report.get("users_changed"):
+        log(f"{report['users_changed']} histories had {report['unknown_items']} items unknown "
+            f"to the model, dropped; {report['users_dropped']} users dropped entirely")
+    if report.get("users_too_short"):
+        log(f"{report['users_too_short']} users have fewer than 3 items known to the model "
+            "(too few to evaluate; left out of the metrics)")
 
 
 def load_model(args):

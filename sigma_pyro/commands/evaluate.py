@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sigma_pyro.commands.common import add_config_flags, load_model, log
+from sigma_pyro.commands.common import add_config_flags, load_model, log_unknown_items
 
 
 def register(sub) -> None:
@@ -22,10 +22,7 @@ def register(sub) -> None:
 def run(args) -> int:
     rec = load_model(args)
     rec.load_data()
-    report = rec.data_report
-    if report.get("users_changed"):
-        log(f"{report['users_changed']} histories had {report['unknown_items']} items unknown "
-            f"to the model, dropped; {report['users_dropped']} users dropped entirely")
+    log_unknown_items(rec.data_report)
     splits = ("valid", "test") if args.split == "both" else (args.split,)
     print(json.dumps({s: rec.evaluate(s) for s in splits}, indent=2))
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sigma_pyro.commands.common import add_config_flags, load_model
+from sigma_pyro.commands.common import add_config_flags, load_model, log_unknown_items
 from sigma_pyro.errors import SigmaPyroError
 
 
@@ -37,6 +37,7 @@ def run(args) -> int:
             results[history] = [{"item": i, "score": round(s, 4)} for i, s in items]
     if args.user:
         rec.load_data()
+        log_unknown_items(rec.data_report)
         for user, items in zip(args.user, rec.recommend_users(args.user, args.top)):
             results[user] = [{"item": i, "score": round(s, 4)} for i, s in items]
     print(json.dumps(results, indent=2))

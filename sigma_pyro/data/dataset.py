@@ -82,7 +82,7 @@ class SequenceDataset:
         never seen are dropped and counted instead of being mis-mapped; the report says how
         many histories were affected."""
         report = {"users": interactions.num_users, "unknown_items": 0, "users_changed": 0,
-                  "users_dropped": 0}
+                  "users_dropped": 0, "users_too_short": 0}
         if items is None:
             items = ItemVocabulary.from_sequences(interactions.sequences.values())
         users, sequences = [], []
@@ -94,6 +94,8 @@ class SequenceDataset:
             if len(ids) == 0:
                 report["users_dropped"] += 1
                 continue
+            # Kept for recommendation, but leave-one-out cannot evaluate them.
+            report["users_too_short"] += int(len(ids) < 3)
             users.append(user)
             sequences.append(ids)
         if not users:
@@ -114,12 +116,17 @@ class SequenceDataset:
         except KeyError:
             raise DataError(f"{self.source}: unknown user id {raw_user!r}") from None
 
-    def leave_one_out(self) -> LeaveOneOutSplit:
-        short = [u for u, s in zip(self.users, self.sequences) if len(s) < 3]
-        if short:
-            raise DataError(f"{self.source}: user {short[0]!r} has fewer than 3 items; "
+    def leave_one_out(self, skip_short: bool = False) -> LeaveOneOutSplit:
+        """With ``skip_short``, users with fewer than 3 items are left out instead of raising
+        DataError (``from_interactions`` reports how many)."""
+        seqs = [s for s in self.sequences if len(s) >= 3]
+        if not skip_short and len(seqs) < len(self.sequences):
+            short = next(u for u, s in zip(self.users, self.sequences) if len(s) < 3)
+            raise DataError(f"{self.source}: user {short!r} has fewer than 3 items; "
                             "leave-one-out needs 3 (readers skip such users)")
-        seqs = self.sequences
+        if not seqs:
+            raise DataError(f"{self.source}: no user has at least 3 (known) items; "
+                            "leave-one-out needs 3")
         return LeaveOneOutSplit(
             train=[s[:-2] for s in seqs],
             valid_history=[s[:-2] for s in seqs],

@@ -457,15 +457,40 @@ def _read_csv(path: Path, name: str, sep: str | None) -> pd.DataFrame:
         raise DataError(_parser_error_message(name, exc)) from None
     except (ValueError, OSError) as exc:
         raise DataError(f"{name}: cannot read as a table: {_first_line(exc)}") from None
+    if frame.columns.empty:
+        raise DataError(f"{name}:1: the header line is empty")
+    if not isinstance(frame.index, pd.RangeIndex):
+        # pandas silently turns extra leading fields into an index, shifting every column.
+        width = len(frame.columns)
+        raise DataError(f"{name}:2: expected {width} fields like the header, got "
+                        f"{width + frame.index.nlevels}")
+    # pandas renames a repeated header name to 'name.1', which would hide the mistake.
+    header = pd.read_csv(path, sep=sep, dtype=str, na_filter=False, skip_blank_lines=False,
+                         header=None, nrows=1).iloc[0].tolist()
+    repeated = [column for column in header if header.count(column) > 1]
+    if repeated:
+        raise DataError(f"{name}:1: header column {repeated[0]!r} appears more than once")
     return frame[~(frame == "").all(axis=1)]
 
 
 def _read_parquet(path: Path, name: str) -> pd.DataFrame:
     try:
-        return pd.read_parquet(path)
+        import pyarrow
+        import pyarrow.parquet as pq
     except ImportError:
         raise DataError(f"{name}: reading Parquet needs pyarrow (pip install 'sigma-pyro[parquet]')") from None
-    except (ValueError, OSError) as exc:
+    try:
+        with pq.ParquetFile(path) as file:
+            columns = file.schema_arrow.names
+            table = file.read()
+        # A damaged file can hold strings that are not UTF-8; they would fail much later.
+        table.validate(full=True)
+        repeated = [column for column in columns if columns.count(column) > 1]
+        if repeated:
+            raise DataError(f"{name}: column {repeated[0]!r} appears more than once")
+        # The pandas metadata only restores the index, and a damaged copy can fail to parse.
+        return table.to_pandas(ignore_metadata=True)
+    except (pyarrow.ArrowException, ValueError, OSError) as exc:
         raise DataError(f"{name}: not a readable Parquet file: {_first_line(exc)}") from None
 
 

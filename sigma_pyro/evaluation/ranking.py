@@ -132,16 +132,23 @@ def target_ranks(
     if batch == 0:
         return torch.zeros(0, dtype=torch.long, device=targets.device)
 
-    target_score = _target_scores(score_items, targets, num_items, item_chunk_size)
+    chunks = _item_chunks(num_items, item_chunk_size)
+    if len(chunks) == 1:
+        # One chunk holds the whole catalog: score it once and read the targets off it.
+        whole = _score_chunk(score_items, 1, num_items + 1, batch)
+        target_score = whole.gather(1, (targets - 1).to(whole.device).unsqueeze(1)).squeeze(1)
+    else:
+        whole = None
+        target_score = _target_scores(score_items, targets, num_items, item_chunk_size)
     device = target_score.device
     targets = targets.to(device)
     histories = histories.to(device)
     threshold = target_score.unsqueeze(1)
 
     ranks = torch.zeros(batch, dtype=torch.long, device=device)
-    for start in _item_chunks(num_items, item_chunk_size):
+    for start in chunks:
         stop = min(start + item_chunk_size, num_items + 1)
-        scores = _score_chunk(score_items, start, stop, batch).to(device)
+        scores = (whole if whole is not None else _score_chunk(score_items, start, stop, batch)).to(device)
         is_target = torch.arange(start, stop, device=device).unsqueeze(0) == targets.unsqueeze(1)
         beats = (scores > threshold) | ((scores == threshold) & ~is_target)
         if mask_history:

@@ -1,0 +1,8 @@
+"""Benchmark entry point: the same as ``sigma-pyro bench`` (see ``--help``)."""
+
+import sys
+
+from sigma_pyro.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["bench", *sys.argv[1:]]))

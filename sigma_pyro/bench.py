@@ -1,0 +1,124 @@
+"""Speed and memory benchmark: SVI epoch time, full-ranking evaluation time, peak memory,
+FLOPs, and the cost of the Pyro layer against the same objective in plain PyTorch."""
+
+from __future__ import annotations
+
+import platform
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import pyro
+import torch
+from pyro.infer import SVI, Trace_ELBO
+from pyro.optim.clipped_adam import ClippedAdam
+from torch.utils.flop_counter import FlopCounterMode
+
+from sigma_pyro.api import SigmaRecommender
+from sigma_pyro.config import Config
+from sigma_pyro.data.batching import TrainingBatches
+from sigma_pyro.data.synthetic import SyntheticConfig, generate_synthetic
+from sigma_pyro.plain_elbo import plain_negative_elbo
+from sigma_pyro.training import interest_scale, kl_scale
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "Beauty.txt"
+# Beauty's shape, for machines without the file: users, items, and lengths averaging ~8.9.
+BEAUTY_SHAPE = SyntheticConfig(num_users=22363, num_items=12101, num_categories=40,
+                               min_length=5, max_length=13, seed=0)
+
+
+def peak_rss_mb() -> float:
+    # ru_maxrss is in KiB on Linux and bytes on macOS.
+    scale = 1 / 1024 if platform.system() == "Linux" else 1 / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def _epoch(step_fn, batches, epoch: int, device) -> float:
+    batches.set_epoch(epoch)
+    started = time.perf_counter()
+    for batch in batches:
+        step_fn(batch.to(device))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - started
+
+
+def _flops_per_epoch(module, batches, config: Config, device, sample_batches: int = 3) -> float:
+    """FLOPs of forward + backward of the objective, counted on a few batches and scaled
+    to the epoch by the number of real positions."""
+    counted, tokens = 0, 0
+    total_tokens = sum(len(s) - 1 for s in batches.sequences if len(s) >= 2)
+    batches.set_epoch(0)
+    for index, batch in enumerate(batches):
+        if index == sample_batches:
+            break
+        batch = batch.to(device)
+        with FlopCounterMode(display=False) as counter:
+            plain_negative_elbo(module, batch, 1e-3, 0.1).backward()
+        module.zero_grad(set_to_none=True)
+        counted += counter.get_total_flops()
+        tokens += batch.num_tokens
+    return counted * total_tokens / max(tokens, 1)
+
+
+def run_benchmark(config: Config, epochs: int = 3, log=print) -> dict:
+    """Train ``epochs`` measured epochs (after one warm-up) with Pyro SVI and with the plain
+    PyTorch objective on the same batches, then evaluate every user once."""
+    device = torch.device(config.train.device)
+    rec = SigmaRecommender(config)
+    if config.data.path is None:
+        interactions = generate_synthetic(BEAUTY_SHAPE).interactions
+        rec.load_data(interactions)
+        source = "synthetic data of Beauty's shape"
+    else:
+        rec.load_data()
+        source = config.data.path
+    dataset, split = rec.dataset, rec.split
+    log(f"benchmark data: {source}: {dataset.num_users} users, {dataset.num_items} items")
+    module = rec.build_module().to(device).train()
+    batches = TrainingBatches(split.train, config.train.batch_size, config.model.max_seq_length,
+                              seed=config.train.seed)
+    beta, lam = kl_scale(config, 0), interest_scale(config, 0)
+
+    pyro.clear_param_store()
+    svi = SVI(module.model, module.guide,
+              pyro.optim.ClippedAdam({"lr": config.train.lr, "clip_norm": config.train.clip_norm}),
+              Trace_ELBO())
+    pyro_times = [_epoch(lambda b: svi.step(b, beta, lam), batches, e, device)
+                  for e in range(epochs + 1)][1:]
+    log(f"pyro SVI epochs: {[round(t, 2) for t in pyro_times]} s")
+
+    optimizer = ClippedAdam(module.parameters(), lr=config.train.lr, clip_norm=config.train.clip_norm)
+
+    def plain_step(batch):
+        optimizer.zero_grad(set_to_none=True)
+        plain_negative_elbo(module, batch, beta, lam).backward()
+        optimizer.step()
+
+    plain_times = [_epoch(plain_step, batches, e, device) for e in range(epochs + 1)][1:]
+    log(f"plain PyTorch epochs: {[round(t, 2) for t in plain_times]} s")
+
+    module.eval()
+    started = time.perf_counter()
+    test = rec.evaluate("test")
+    eval_seconds = time.perf_counter() - started
+    flops = _flops_per_epoch(module.train(), batches, config, device)
+    epoch_seconds = statistics.median(pyro_times)
+    plain_seconds = statistics.median(plain_times)
+    return {
+        "data": source, "users": dataset.num_users, "items": dataset.num_items,
+        "prior": config.model.prior, "likelihood": config.model.likelihood,
+        "device": str(device), "torch_threads": torch.get_num_threads(),
+        "epoch_seconds": round(epoch_seconds, 3),
+        "epoch_seconds_all": [round(t, 3) for t in pyro_times],
+        "plain_epoch_seconds": round(plain_seconds, 3),
+        "pyro_over_plain_ratio": round(epoch_seconds / plain_seconds, 3),
+        "sequences_per_second": round(len(batches.rows) / epoch_seconds, 1),
+        "eval_seconds": round(eval_seconds, 3),
+        "eval_users": test["num_users"],
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "flops_per_epoch": int(flops),
+        "achieved_gflops_per_second": round(flops / 1e9 / epoch_seconds, 3),
+        "steps_per_epoch": len(batches),
+    }
