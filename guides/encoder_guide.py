@@ -26,14 +26,18 @@ class TransformerEncoderGuide:
         num_sequences, length = batch.items.shape
         mask = batch.mask
         loc, scale = module.encode(batch.items)
-        with pyro.plate("sequences", num_sequences, dim=-2):
-            if module.prior.requires_interests:
-                interests = module.extract_interests(batch.items, mask)
-                rows = torch.arange(num_sequences, device=mask.device)
-                last = mask.sum(dim=1) - 1
+        if module.prior.requires_interests:
+            interests = module.extract_interests(batch.items, mask)
+            # The interests are a deterministic function of the observed items, needed by
+            # the model's prior too: hand them over instead of computing them twice. The
+            # model pops them, so a second particle recomputes its own graph.
+            batch.handoff["interests"] = interests
+            with module.interest_plate(num_sequences) as rows:
+                last = mask[rows].sum(dim=1) - 1
                 with poutine.scale(scale=interest_scale):
                     pyro.sample("interests", dist.Normal(interests.loc[rows, last].unsqueeze(1),
                                                          interests.scale[rows, last].unsqueeze(1))
                                 .to_event(2))
+        with pyro.plate("sequences", num_sequences, dim=-2):
             with pyro.plate("positions", length, dim=-1), poutine.scale(scale=kl_scale):
                 pyro.sample("z", dist.Normal(loc, scale).to_event(1).mask(mask))

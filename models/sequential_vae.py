@@ -31,6 +31,7 @@ from pyro import poutine
 
 from sigma_pyro.data.batching import SequenceBatch
 from sigma_pyro.models.priors import PriorInputs
+from sigma_pyro.nn.distributions import FusedCategorical
 
 
 class SequentialVAEModel:
@@ -43,20 +44,22 @@ class SequentialVAEModel:
         num_sequences, length = batch.items.shape
         mask = batch.mask
         prior_needs_interests = module.prior.requires_interests
-        interests = module.extract_interests(batch.items, mask) if prior_needs_interests else None
+        interests = batch.handoff.pop("interests", None) if prior_needs_interests else None
+        if prior_needs_interests and interests is None:
+            interests = module.extract_interests(batch.items, mask)
 
         targets = batch.targets[mask] - 1                # internal ids 1..N -> classes 0..N-1
-        with pyro.plate("sequences", num_sequences, dim=-2):
-            if interests is not None:
-                rows = torch.arange(num_sequences, device=mask.device)
-                last = mask.sum(dim=1) - 1
-                last_loc = interests.loc[rows, last].unsqueeze(1)        # [B, 1, K, D]
+        if interests is not None:
+            with module.interest_plate(num_sequences) as rows:
+                last = mask[rows].sum(dim=1) - 1
+                last_loc = interests.loc[rows, last].unsqueeze(1)        # [b, 1, K, D]
                 with poutine.scale(scale=interest_scale):
                     h = pyro.sample("interests", dist.Normal(torch.zeros_like(last_loc), 1.0)
                                     .to_event(2))
                     pyro.sample("interest_next_item",
-                                dist.Categorical(logits=module.interest_logits(h)),
+                                FusedCategorical(logits=module.interest_logits(h)),
                                 obs=batch.targets[rows, last].unsqueeze(1) - 1)
+        with pyro.plate("sequences", num_sequences, dim=-2):
             with pyro.plate("positions", length, dim=-1):
                 prior = module.prior(PriorInputs((num_sequences, length), module.latent_dim,
                                                  interests, batch.items.device, module))
@@ -68,11 +71,11 @@ class SequentialVAEModel:
             if module.config.likelihood == "sampled":
                 # The observed outcome is "the target wins among itself and the negatives".
                 logits = module.sampled_logits(representation, targets, module.config.negatives)
-                pyro.sample("next_item", dist.Categorical(logits=logits),
+                pyro.sample("next_item", FusedCategorical(logits=logits),
                             obs=torch.zeros_like(targets))
             else:
                 pyro.sample("next_item",
-                            dist.Categorical(logits=module.item_logits(representation)),
+                            FusedCategorical(logits=module.item_logits(representation)),
                             obs=targets)
         if interests is not None and module.config.orthogonality_weight > 0:
             # Weighted per token so the weight means the same as in per-token losses.

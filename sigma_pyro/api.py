@@ -214,6 +214,10 @@ class SigmaRecommender:
         rec = cls(config)
         rec.module = SigmaModule(len(items), config.model)
         state = safe_torch_load(model_dir / MODEL_FILE)
+        if isinstance(state, dict) and config.model.likelihood == "full":
+            # Models saved before the sampled likelihood existed lack its sampler, which a
+            # full-softmax model never uses.
+            state.setdefault("sampling_log_q", rec.module.sampling_log_q)
         try:
             rec.module.load_state_dict(state)
         except (RuntimeError, TypeError, AttributeError) as err:

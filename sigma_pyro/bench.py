@@ -78,15 +78,16 @@ def run_benchmark(config: Config, epochs: int = 3, log=print) -> dict:
     log(f"benchmark data: {source}: {dataset.num_users} users, {dataset.num_items} items")
     module = rec.build_module().to(device).train()
     batches = TrainingBatches(split.train, config.train.batch_size, config.model.max_seq_length,
-                              seed=config.train.seed)
+                              seed=config.train.seed, max_tokens=config.train.max_batch_tokens)
     beta, lam = kl_scale(config, 0), interest_scale(config, 0)
 
     pyro.clear_param_store()
     svi = SVI(module.model, module.guide,
               pyro.optim.ClippedAdam({"lr": config.train.lr, "clip_norm": config.train.clip_norm}),
               Trace_ELBO())
-    pyro_times = [_epoch(lambda b: svi.step(b, beta, lam), batches, e, device)
-                  for e in range(epochs + 1)][1:]
+    with pyro.validation_enabled(False):  # as in the Trainer's hot loop
+        pyro_times = [_epoch(lambda b: svi.step(b, beta, lam), batches, e, device)
+                      for e in range(epochs + 1)][1:]
     log(f"pyro SVI epochs: {[round(t, 2) for t in pyro_times]} s")
 
     optimizer = ClippedAdam(module.parameters(), lr=config.train.lr, clip_norm=config.train.clip_norm)

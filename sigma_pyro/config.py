@@ -49,6 +49,7 @@ class ModelConfig:
     interest_temperature: float = 0.1
     orthogonality_weight: float = 0.01
     train_prototypes: bool = True
+    interest_subsample: int = 64       # sequences per batch scoring their interests (0: all)
     pseudo_inputs: int = 32            # VampPrior: number of learnable pseudo-sequences
     likelihood: str = "full"           # full softmax, or "sampled" for very large catalogs
     negatives: int = 1000              # popularity-sampled negatives per batch (sampled only)
@@ -58,6 +59,7 @@ class ModelConfig:
 class TrainConfig:
     epochs: int = 400
     batch_size: int = 256
+    max_batch_tokens: int = 0          # cap on real positions per batch (0: no cap); bounds memory
     lr: float = 1e-3
     clip_norm: float = 10.0
     num_particles: int = 1
@@ -144,6 +146,8 @@ class Config:
             if not value > 0:  # also rejects NaN
                 raise ConfigError(f"{flag(name)} must be positive, got {value}")
         non_negative = {"decoder_layers": m.decoder_layers,
+                        "interest_subsample": m.interest_subsample,
+                        "max_batch_tokens": t.max_batch_tokens,
                         "kl_anneal_steps": t.kl_anneal_steps, "patience": t.patience,
                         "orthogonality_weight": m.orthogonality_weight, "kcore": self.data.kcore,
                         "interest_weight_decay": t.interest_weight_decay,

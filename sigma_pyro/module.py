@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import pyro
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -86,7 +87,11 @@ class SigmaModule(nn.Module):
         """Scores of internal items start..stop-1 (padding excluded by default)."""
         stop = self.num_items + 1 if stop is None else stop
         weight = self.item_embedding.weight[start:stop]
-        return representation @ weight.T + self.item_bias[start - 1: stop - 1]
+        bias = self.item_bias[start - 1: stop - 1]
+        if representation.dim() == 2:
+            # One fused kernel instead of a matmul and a pass over [positions x items].
+            return torch.addmm(bias, representation, weight.T)
+        return representation @ weight.T + bias
 
     def set_sampling_counts(self, counts: torch.Tensor) -> None:
         """Popularity sampler for negatives: Q(item) proportional to its training count + 1."""
@@ -110,6 +115,15 @@ class SigmaModule(nn.Module):
         accidental = negatives.unsqueeze(0) == targets.unsqueeze(-1)
         return logits.masked_fill(
             torch.cat([torch.zeros_like(accidental[:, :1]), accidental], dim=-1), float("-inf"))
+
+    def interest_plate(self, num_sequences: int):
+        """The plate of the interest sites (one per sequence, at its last position). While
+        training it subsamples ``interest_subsample`` sequences, scaled up by Pyro to an
+        unbiased estimate: each costs a [K x items] score matrix, as much as K positions of
+        the main likelihood. The guide draws the indices and the model replays them."""
+        size = self.config.interest_subsample
+        subsample = size if self.training and 0 < size < num_sequences else None
+        return pyro.plate("interest_sequences", num_sequences, subsample_size=subsample, dim=-2)
 
     def extract_interests(self, items: torch.Tensor, mask: torch.Tensor) -> Interests:
         return self.interests(self.item_embedding(items), mask)

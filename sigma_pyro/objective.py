@@ -50,7 +50,8 @@ def elbo_terms(module, batch: SequenceBatch, kl_scale: float = 1.0,
     terms["nll"] = -model_trace.nodes["next_item"]["log_prob_sum"].item() / tokens
     terms["kl_z"] = (_unscaled(guide_trace.nodes["z"]) - _unscaled(model_trace.nodes["z"])).item() / tokens
     if "interests" in model_trace.nodes:
-        sequences = batch.items.shape[0]
+        # Per sequence that the (possibly subsampled) interest plate scored.
+        sequences = model_trace.nodes["interests"]["value"].shape[0]
         terms["interest_kl"] = (_unscaled(guide_trace.nodes["interests"])
                                 - _unscaled(model_trace.nodes["interests"])).item() / sequences
         terms["interest_nll"] = -_unscaled(model_trace.nodes["interest_next_item"]).item() / sequences

@@ -37,7 +37,12 @@ def plain_negative_elbo(module, batch: SequenceBatch, kl_scale: float = 1.0,
     if module.prior.requires_interests:
         interests = module.extract_interests(batch.items, mask)
         rows = torch.arange(num_sequences, device=mask.device)
-        last = mask.sum(dim=1) - 1
+        size = module.config.interest_subsample
+        if module.training and 0 < size < num_sequences:
+            # As SigmaModule.interest_plate: a random subset, scaled up to the whole batch.
+            rows = torch.randperm(num_sequences, device=mask.device)[:size]
+            interest_scale = interest_scale * num_sequences / size
+        last = mask[rows].sum(dim=1) - 1
         q_h = td.Independent(td.Normal(interests.loc[rows, last], interests.scale[rows, last]), 2)
         h = q_h.rsample()
         p_h = td.Independent(td.Normal(torch.zeros_like(h), 1.0), 2)

@@ -55,6 +55,11 @@ def estimate_training_memory(config: Config, num_items: int,
     # and no batch has more of them than the longest inputs together.
     tokens = batch * length
     scored_tokens = int(np.sort(clipped)[-batch:].sum())
+    if t.max_batch_tokens > 0:
+        # Length-sorted batches stop at the token cap, so padding adds little to it.
+        cap = max(t.max_batch_tokens, length)
+        batch = max(1, min(batch, cap // length))
+        tokens, scored_tokens = min(tokens, cap), min(scored_tokens, cap)
     d, k = m.hidden_size, m.num_interests
     layers = m.num_layers + m.decoder_layers
     scored = min(num_items, m.negatives + 1) if m.likelihood == "sampled" else num_items

@@ -100,7 +100,8 @@ class Trainer:
                   (TraceMeanField_ELBO if cfg.train.analytic_kl else Trace_ELBO)(
                       num_particles=cfg.train.num_particles))
         batches = TrainingBatches(self.split.train, cfg.train.batch_size,
-                                  cfg.model.max_seq_length, seed=cfg.train.seed)
+                                  cfg.model.max_seq_length, seed=cfg.train.seed,
+                                  max_tokens=cfg.train.max_batch_tokens)
         if len(batches) == 0:
             raise TrainingError("no user has a training sequence of 2 or more items")
         monitor = next(iter(TrainingBatches(self.split.train, min(cfg.train.batch_size, 256),
@@ -148,7 +149,11 @@ class Trainer:
                 batch = batch.to(self.device)
                 beta = kl_scale(cfg, step)
                 try:
-                    loss = svi.step(batch, beta, lam)
+                    # Pyro's argument validation re-checks every [tokens x items] logits tensor
+                    # on every step; non-finite values are caught below, and then
+                    # first_non_finite_site re-runs the batch to name the site.
+                    with pyro.validation_enabled(False):
+                        loss = svi.step(batch, beta, lam)
                 except ValueError:
                     # Pyro's argument checks reject NaN parameters of a distribution.
                     loss = math.nan

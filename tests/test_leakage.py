@@ -291,3 +291,18 @@ def test_training_batches_skip_sequences_without_a_next_item():
 def test_pad_right_keeps_most_recent_items():
     padded = pad_right([np.array([1, 2, 3, 4, 5]), np.array([6])], max_length=3)
     assert padded.tolist() == [[3, 4, 5], [6, 0, 0]]
+
+
+def test_token_cap_bounds_real_positions_and_keeps_every_sequence():
+    rng = np.random.default_rng(0)
+    seqs = [rng.integers(1, 50, size=rng.integers(2, 40)) for _ in range(300)]
+    capped = TrainingBatches(seqs, 64, 30, seed=1, max_tokens=200)
+    seen = []
+    for batch in capped:
+        # A single sequence longer than the cap still forms its own batch.
+        assert batch.num_tokens <= 200 or batch.items.shape[0] == 1
+        assert batch.items.shape[0] <= 64
+        seen += batch.index.tolist()
+    assert sorted(seen) == list(range(300))
+    uncapped = TrainingBatches(seqs, 64, 30, seed=1)
+    assert len(capped) > len(uncapped)

@@ -102,8 +102,10 @@ def test_trace_sites_and_shapes(prior):
     expected_model = {"z", "next_item"}
     expected_guide = {"z"}
     if prior == "sigma":
-        expected_model |= {"interests", "interest_next_item", "orthogonality"}
-        expected_guide |= {"interests"}
+        # The interest plate records its subsample indices as a site of its own.
+        expected_model |= {"interests", "interest_next_item", "orthogonality",
+                           "interest_sequences"}
+        expected_guide |= {"interests", "interest_sequences"}
     assert set(model_sites) == expected_model
     assert set(guide_sites) == expected_guide
 
@@ -380,3 +382,22 @@ def test_zero_orthogonality_weight_drops_the_factor():
     module = make_module("sigma", orthogonality_weight=0.0)
     model_trace, _ = get_traces(module, make_batch())
     assert "orthogonality" not in model_trace.nodes
+
+
+def test_interest_subsample_is_replayed_and_scaled():
+    rng = np.random.default_rng(0)
+    seqs = [rng.integers(1, 21, size=rng.integers(3, 8)) for _ in range(10)]
+    batch = next(iter(TrainingBatches(seqs, 10, 8, shuffle=False)))
+    module = SigmaModule(20, ModelConfig(hidden_size=8, num_heads=2, max_seq_length=8,
+                                         interest_subsample=4)).train()
+    guide_trace = poutine.trace(module.guide).get_trace(batch, 0.1, 0.2)
+    model_trace = poutine.trace(poutine.replay(module.model, trace=guide_trace)).get_trace(
+        batch, 0.1, 0.2)
+    drawn = guide_trace.nodes["interest_sequences"]["value"]
+    assert drawn.shape == (4,)
+    assert torch.equal(model_trace.nodes["interest_sequences"]["value"], drawn)
+    # 4 of 10 sequences stand in for all 10: Pyro scales their terms by 10 / 4.
+    assert float(model_trace.nodes["interest_next_item"]["scale"]) == pytest.approx(0.2 * 10 / 4)
+    module.eval()
+    full = poutine.trace(module.guide).get_trace(batch, 0.1, 0.2)
+    assert full.nodes["interests"]["value"].shape[0] == 10

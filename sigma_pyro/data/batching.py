@@ -8,7 +8,7 @@ input at position t never depends on anything after t.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -24,6 +24,9 @@ class SequenceBatch:
     targets: torch.Tensor  # [B, L] long, PADDING_ID at padding
     mask: torch.Tensor     # [B, L] bool, True at real positions
     index: torch.Tensor    # [B] long, row of each sequence in the source list
+    # Deterministic functions of the items that the guide computes and the model of the same
+    # particle reuses (see TransformerEncoderGuide); never carried across batches or devices.
+    handoff: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def num_tokens(self) -> int:
@@ -50,11 +53,15 @@ class TrainingBatches:
     The shuffle of epoch e is drawn from a generator seeded with (seed, e), so an epoch's
     batches are identical whether or not training was interrupted and resumed before it.
     Sequences are grouped into batches of similar length (within a shuffled pool of
-    ``batch_size * pool_batches`` sequences) so that dynamic padding wastes little.
+    ``batch_size * pool_batches`` sequences) so that dynamic padding wastes little. With
+    ``max_tokens`` a batch also stops growing before its real positions exceed that many:
+    the full-softmax logits are [real positions x items], so this bounds peak memory for
+    the batches of longest sequences without shrinking the others.
     """
 
     def __init__(self, train_sequences: list[np.ndarray], batch_size: int, max_length: int,
-                 seed: int = 0, shuffle: bool = True, pool_batches: int = 50):
+                 seed: int = 0, shuffle: bool = True, pool_batches: int = 50,
+                 max_tokens: int = 0):
         # A sequence of one item has no next item to predict.
         self.rows = np.array([i for i, s in enumerate(train_sequences) if len(s) >= 2],
                              dtype=np.int64)
@@ -64,26 +71,44 @@ class TrainingBatches:
         self.seed = seed
         self.shuffle = shuffle
         self.pool = batch_size * pool_batches
+        self.max_tokens = max_tokens
         self.epoch = 0
+        self._num_batches = len(self._order())
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return (len(self.rows) + self.batch_size - 1) // self.batch_size
+        # Token-capped batching can change the count from epoch to epoch; this is epoch 0's.
+        return self._num_batches
+
+    def _split(self, rows: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
+        if self.max_tokens <= 0:
+            return [rows[i: i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
+        batches, start, tokens = [], 0, 0
+        for i, length in enumerate(lengths):
+            if i > start and (i - start == self.batch_size or tokens + length > self.max_tokens):
+                batches.append(rows[start:i])
+                start, tokens = i, 0
+            tokens += length
+        if start < len(rows):
+            batches.append(rows[start:])
+        return batches
 
     def _order(self) -> list[np.ndarray]:
         rows = self.rows
+        lengths = np.array([min(len(self.sequences[r]) - 1, self.max_length) for r in rows],
+                           dtype=np.int64)
         if not self.shuffle:
-            return [rows[i: i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
+            return self._split(rows, lengths)
         rng = np.random.default_rng([self.seed, self.epoch])
-        rows = rows[rng.permutation(len(rows))]
-        lengths = np.array([min(len(self.sequences[r]) - 1, self.max_length) for r in rows])
+        order = rng.permutation(len(rows))
+        rows, lengths = rows[order], lengths[order]
         batches = []
         for start in range(0, len(rows), self.pool):
-            pool = rows[start: start + self.pool]
-            pool = pool[np.argsort(lengths[start: start + self.pool], kind="stable")]
-            batches += [pool[i: i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
+            by_length = np.argsort(lengths[start: start + self.pool], kind="stable")
+            batches += self._split(rows[start: start + self.pool][by_length],
+                                   lengths[start: start + self.pool][by_length])
         return [batches[i] for i in rng.permutation(len(batches))]
 
     def __iter__(self):

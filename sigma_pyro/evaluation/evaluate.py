@@ -19,6 +19,11 @@ def evaluate_module(module, histories: list[np.ndarray], targets: np.ndarray,
     """
     was_training = module.training
     module.eval()
+    # Users in order of history length, so each chunk pads to nearly its own length; the
+    # metrics are means over users and do not depend on the order.
+    order = np.argsort([len(h) for h in histories], kind="stable")
+    histories = [histories[i] for i in order]
+    targets = np.asarray(targets)[order]
     # Masking needs every history item, not only those in the model's window.
     full_histories = pad_right(histories, max(len(h) for h in histories))
     targets_tensor = torch.as_tensor(targets, dtype=torch.long)
