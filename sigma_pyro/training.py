@@ -12,7 +12,9 @@ from typing import Callable
 
 import pyro
 import torch
+from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer.util import zero_grads
 from tqdm.auto import tqdm
 
 from sigma_pyro.checkpoint import (FORMAT_VERSION, STATE_FILE, atomic_torch_save,
@@ -148,30 +150,18 @@ class Trainer:
             for batch in bar:
                 batch = batch.to(self.device)
                 beta = kl_scale(cfg, step)
-                try:
-                    # Pyro's argument validation re-checks every [tokens x items] logits tensor
-                    # on every step; non-finite values are caught below, and then
-                    # first_non_finite_site re-runs the batch to name the site.
-                    with pyro.validation_enabled(False):
-                        loss = svi.step(batch, beta, lam)
-                except ValueError:
-                    # Pyro's argument checks reject NaN parameters of a distribution.
-                    loss = math.nan
+                loss, bad_gradients = self._step(svi, batch, beta, lam)
                 if not math.isfinite(loss):
                     site = first_non_finite_site(module, batch, beta, lam)
                     raise TrainingError(
                         f"non-finite ELBO at epoch {epoch + 1}, step {step + 1}"
                         f"{f' ({site})' if site else ''}; the last good checkpoint is kept")
-                # ClippedAdam clamps gradients element-wise, which leaves a NaN gradient NaN,
-                # so a finite loss can still leave non-finite parameters behind.
-                sums = torch.stack([p.detach().sum() for p in module.parameters()])
-                if not torch.isfinite(sums).all():
-                    bad = [name for name, p in module.named_parameters()
-                           if not torch.isfinite(p.detach()).all()]
+                if bad_gradients:
                     raise TrainingError(
-                        f"non-finite gradient at epoch {epoch + 1}, step {step + 1}: parameters "
-                        f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''} became NaN or "
-                        "infinite; the last good checkpoint is kept")
+                        f"non-finite gradient at epoch {epoch + 1}, step {step + 1} in "
+                        f"{len(bad_gradients)} parameters ({', '.join(bad_gradients[:3])}"
+                        f"{', ...' if len(bad_gradients) > 3 else ''}); not applied, the last "
+                        "good checkpoint is kept")
                 step += 1
                 total_loss += loss
                 total_tokens += batch.num_tokens
@@ -207,6 +197,30 @@ class Trainer:
         else:
             stopped_early = bad_epochs >= cfg.train.patience > 0
         return TrainingSummary(best_epoch, best_valid, epoch, stopped_early, history)
+
+    def _step(self, svi: SVI, batch, beta: float, lam: float) -> tuple[float, list[str]]:
+        """``svi.step`` that refuses to apply a non-finite loss or gradient: the parameters
+        stay as they were, so the error can name the site on the healthy model and nothing
+        poisoned is ever saved. Returns the loss and the parameters with bad gradients."""
+        # Pyro's argument validation re-checks every [tokens x items] logits tensor on every
+        # step; a non-finite loss is caught here, and first_non_finite_site re-runs the
+        # batch with validation on to name the site.
+        with pyro.validation_enabled(False), poutine.trace(param_only=True) as captured:
+            try:
+                loss = svi.loss_and_grads(svi.model, svi.guide, batch, beta, lam)
+            except ValueError:  # a distribution rejected a NaN parameter
+                loss = math.nan
+        params = {site["value"].unconstrained() for site in captured.trace.nodes.values()}
+        bad: list[str] = []
+        if math.isfinite(loss):
+            norms = [p.grad.norm() for p in params if p.grad is not None]
+            if norms and not torch.isfinite(torch.stack(norms)).all():
+                bad = [name for name, p in self.module.named_parameters()
+                       if p.grad is not None and not torch.isfinite(p.grad).all()]
+            else:
+                svi.optim(params)
+        zero_grads(params)
+        return loss, bad
 
     def _load_state(self):
         if self.state_dir is None or not (self.state_dir / STATE_FILE).is_file():

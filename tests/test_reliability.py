@@ -512,7 +512,11 @@ def test_memory_limit_must_be_a_number(tmp_path, monkeypatch, capsys):
 def test_memory_estimate_grows_with_the_work():
     config = load_config("beauty")
     lengths = [50] * 22_000
+    capped = estimate_training_memory(config, 12_000, lengths).total
+    config.train.max_batch_tokens = 0
     small = estimate_training_memory(config, 12_000, lengths).total
+    # The preset's token cap (4,096 real positions) bounds the batch of longest sequences.
+    assert capped < small / 2
     assert estimate_training_memory(config, 120_000, lengths).total > 5 * small
     assert estimate_training_memory(config, 12_000, [5] * 22_000).total < small / 5
     config.train.batch_size *= 4
