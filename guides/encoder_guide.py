@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import pyro
 import pyro.distributions as dist
-import torch
 from pyro import poutine
 
 from sigma_pyro.data.batching import SequenceBatch

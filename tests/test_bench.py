@@ -16,14 +16,6 @@ from sigma_pyro.module import SigmaModule
 from sigma_pyro.plain_elbo import plain_negative_elbo
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("prior", ["sigma", "normal"])
 def test_plain_objective_equals_trace_elbo(prior):
     rng = np.random.default_rng(0)

@@ -39,15 +39,6 @@ TINY_FLAGS = [word for name, value in TINY.items() if name != "progress"
               for word in ("--" + name.replace("_", "-"), str(value))] + ["--no-progress"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Oversubscribed intra-op threads on a busy 2-core machine slow tiny models a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def count_runs(monkeypatch):
     """Counts trainings by wrapping the runner's per-run function."""

@@ -32,15 +32,6 @@ UNANNEALED = ["--epochs", "12", "--patience", "20", "--lr", "0.01", "--kl-cap", 
 USERS, SAMPLES = 40, 40
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Oversubscribed intra-op threads on a busy 2-core machine slow tiny models a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def run_main(argv) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

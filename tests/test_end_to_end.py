@@ -1,17 +1,8 @@
 """A short training run on planted synthetic data must clearly beat popularity."""
 
 import pytest
-import torch
 
 from sigma_pyro.api import SigmaRecommender
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("prior", ["sigma", "normal"])

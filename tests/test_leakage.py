@@ -9,7 +9,6 @@ predicts it, and the training targets must be exactly the next items.
 from __future__ import annotations
 
 import numpy as np
-import pyro
 import pytest
 import torch
 
@@ -79,23 +78,6 @@ def assert_suffix_changed(a: torch.Tensor, b: torch.Tensor, t: int, what: str) -
 
 
 CASES = [(seed, t) for seed in range(3) for t in (0, 3, 7, MAX_LEN - 2)]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and oversubscribed threads on a busy
-    2-core machine make them orders of magnitude slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def _clean_param_store():
-    pyro.clear_param_store()
-    yield
-    pyro.clear_param_store()
 
 
 @pytest.mark.parametrize("prior", ["sigma", "normal"])

@@ -27,23 +27,6 @@ KL_SCALE, INTEREST_SCALE = 0.1, 0.2
 PLATES = ("sequences", "positions", "tokens")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and oversubscribed threads on a busy
-    2-core machine make them orders of magnitude slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def _clean_param_store():
-    pyro.clear_param_store()
-    yield
-    pyro.clear_param_store()
-
-
 def make_module(prior: str = "sigma", seed: int = 0, **overrides) -> SigmaModule:
     torch.manual_seed(seed)
     config = ModelConfig(prior=prior, hidden_size=HIDDEN, num_heads=2, max_seq_length=MAX_LEN,

@@ -28,22 +28,6 @@ NUM_ITEMS, HIDDEN, MAX_LEN, K, PSEUDO = 25, 16, 12, 3, 5
 ALL_PRIORS = ("normal", "gmm", "vamp", "sigma", "sigma-uniform")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Oversubscribed intra-op threads on a busy 2-core machine slow tiny models a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def _clean_param_store():
-    pyro.clear_param_store()
-    yield
-    pyro.clear_param_store()
-
-
 def make_module(prior: str, seed: int = 0, **overrides) -> SigmaModule:
     torch.manual_seed(seed)
     settings = dict(prior=prior, hidden_size=HIDDEN, num_heads=2, max_seq_length=MAX_LEN,

@@ -29,15 +29,6 @@ TINY = ["--synthetic-users", "150", "--synthetic-items", "60", "--synthetic-cate
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Oversubscribed intra-op threads on a busy 2-core machine slow tiny models a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def cli(argv, capsys) -> tuple[int, str, str]:
     code = main([str(a) for a in argv])
     captured = capsys.readouterr()
