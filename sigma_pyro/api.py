@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from sigma_pyro.checkpoint import (FORMAT_VERSION, META_FILE, MODEL_FILE, atomic_torch_save,
@@ -70,10 +71,9 @@ class SigmaRecommender:
             self.load_data()
         torch.manual_seed(self.config.train.seed)
         self.module = SigmaModule(self.dataset.num_items, self.config.model)
-        counts = torch.zeros(self.dataset.num_items + 1)
-        for sequence in self.split.train:
-            counts.index_add_(0, torch.as_tensor(sequence), torch.ones(len(sequence)))
-        self.module.set_sampling_counts(counts[1:])
+        counts = torch.bincount(torch.as_tensor(np.concatenate(self.split.train)),
+                                minlength=self.dataset.num_items + 1)
+        self.module.set_sampling_counts(counts[1:].float())
         return self.module
 
     def fit(self, out_dir: str | Path | None = None, resume: bool = False,
@@ -98,7 +98,7 @@ class SigmaRecommender:
             if out_dir is not None:
                 self.save(out_dir, extra={"best_epoch": epoch, "valid": valid})
 
-        trainer = Trainer(module, self.split, self.config, state_dir=out_dir,
+        trainer = Trainer(module, split, self.config, state_dir=out_dir,
                           on_improvement=keep_best, log=log)
         summary = trainer.fit(resume=resume)
         if "module" in best_state:
