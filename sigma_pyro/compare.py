@@ -43,7 +43,7 @@ DIVERSITY_K = 20
 COLUMNS = ("prior", "seed", "status", *METRICS, "final_elbo_per_token", "iwae_per_token",
            f"diversity@{DIVERSITY_K}", f"diversity_own@{DIVERSITY_K}", "nmi_items",
            "nmi_items_chance", "nmi_users", "nmi_users_chance", "best_epoch", "epochs",
-           "stopped_early", "wall_seconds", "run_dir")
+           "stopped_early", "wall_seconds", "run_dir", "code")
 REFERENCE = "normal"
 RESULTS, SUMMARY, BASELINES = "results.csv", "summary.md", "baselines.json"
 
@@ -187,6 +187,9 @@ def run_comparison(out_dir: str | Path, priors: Sequence[str] = DEFAULT_PRIORS, 
     if not (out / BASELINES).is_file():
         atomic_write_json(_baselines(base), out / BASELINES)
 
+    # The code a run trained with, taken before training: commits made while a long grid
+    # runs must not be credited with its results.
+    revision = git_revision()
     rows = _read_rows(out / RESULTS)
     done = {(str(row["prior"]), int(row["seed"])) for row in rows}
     todo = [key for key in configs if key not in done]
@@ -203,7 +206,7 @@ def run_comparison(out_dir: str | Path, priors: Sequence[str] = DEFAULT_PRIORS, 
             log(tag + str(err))
             row = {"status": f"failed: {err}"}
         rows.append({**row, "prior": prior, "seed": seed,
-                     "run_dir": str(run_dir.relative_to(out))})
+                     "run_dir": str(run_dir.relative_to(out)), "code": revision})
         atomic_write_bytes(out / RESULTS, _table_of(rows).to_csv(index=False).encode("utf-8"))
         bar.update(1)
     bar.close()
@@ -340,5 +343,6 @@ def render_summary(results: pd.DataFrame, command: str, revision: str,
 
 def write_summary(out: Path, results: pd.DataFrame, command: str) -> None:
     baselines = read_json(out / BASELINES) if (out / BASELINES).is_file() else None
-    text = render_summary(results, command, git_revision(), baselines)
+    codes = results["code"].dropna().astype(str).unique() if "code" in results else []
+    text = render_summary(results, command, ", ".join(sorted(codes)) or git_revision(), baselines)
     atomic_write_bytes(out / SUMMARY, text.encode("utf-8"))
