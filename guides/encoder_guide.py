@@ -37,6 +37,9 @@ class TransformerEncoderGuide:
                     pyro.sample("interests", dist.Normal(interests.loc[rows, last].unsqueeze(1),
                                                          interests.scale[rows, last].unsqueeze(1))
                                 .to_event(2))
+        if not module.prior.stochastic:
+            batch.handoff["z"] = loc
+            return
         with pyro.plate("sequences", num_sequences, dim=-2):
             with pyro.plate("positions", length, dim=-1), poutine.scale(scale=kl_scale):
                 pyro.sample("z", dist.Normal(loc, scale).to_event(1).mask(mask))

@@ -30,10 +30,13 @@ class PriorInputs:
 
 
 class LatentPrior(nn.Module):
-    """Base class: subclasses set ``requires_interests`` and implement ``forward``."""
+    """Base class: subclasses set ``requires_interests`` and implement ``forward``.
+
+    ``stochastic`` is False only for the deterministic variant, which has no ``z`` site."""
 
     name: ClassVar[str]
     requires_interests: ClassVar[bool] = False
+    stochastic: ClassVar[bool] = True
 
     def __init__(self, config):
         super().__init__()
@@ -58,5 +61,5 @@ def build_prior(config) -> LatentPrior:
 
 
 # Importing the modules registers them.
-from sigma_pyro.models import (prior_gmm, prior_normal, prior_sigma,  # noqa: E402,F401
-                               prior_sigma_uniform, prior_vamp)
+from sigma_pyro.models import (prior_deterministic, prior_gmm,  # noqa: E402,F401
+                               prior_normal, prior_sigma, prior_sigma_uniform, prior_vamp)

@@ -5,7 +5,8 @@ For each sequence b and position t (plates ``sequences`` x ``positions``, paddin
     z_bt ~ prior(z | x_b,<=t)                  site "z", KL-annealed by poutine.scale
     x_b,t+1 ~ Categorical(softmax(decoder(z_b,<=t)_t . E^T + bias))     site "next_item"
 
-and, when the prior is built from user interests (the MIE-VAE part), at each sequence's
+(the ``deterministic`` variant has no ``z`` site: z_bt is the encoder mean, handed over by
+the guide), and, when the prior is built from user interests (the MIE-VAE part), at each sequence's
 last position T (the interests of the whole training prefix, as in the authors' MIE loss):
 
     h_bk ~ N(0, I)                             site "interests", scaled by the interest weight
@@ -59,12 +60,17 @@ class SequentialVAEModel:
                     pyro.sample("interest_next_item",
                                 FusedCategorical(logits=module.interest_logits(h)),
                                 obs=batch.targets[rows, last].unsqueeze(1) - 1)
-        with pyro.plate("sequences", num_sequences, dim=-2):
-            with pyro.plate("positions", length, dim=-1):
-                prior = module.prior(PriorInputs((num_sequences, length), module.latent_dim,
-                                                 interests, batch.items.device, module))
-                with poutine.scale(scale=kl_scale):
-                    z = pyro.sample("z", prior.mask(mask))
+        if module.prior.stochastic:
+            with pyro.plate("sequences", num_sequences, dim=-2):
+                with pyro.plate("positions", length, dim=-1):
+                    prior = module.prior(PriorInputs((num_sequences, length), module.latent_dim,
+                                                     interests, batch.items.device, module))
+                    with poutine.scale(scale=kl_scale):
+                        z = pyro.sample("z", prior.mask(mask))
+        else:
+            z = batch.handoff.pop("z", None)
+            if z is None:
+                z = module.encode(batch.items)[0]
 
         representation = module.decode(z)[mask]          # [M, D], M real positions
         with pyro.plate("tokens", targets.shape[0]):

@@ -75,7 +75,7 @@ def _evaluating(module):
 
 def _shared_mixture(module):
     """The prior's mixture over z when it is the same for every user (gmm, vamp), else None."""
-    if module.prior.requires_interests:
+    if module.prior.requires_interests or not module.prior.stochastic:
         return None
     prior = module.prior(PriorInputs((1, 1), module.latent_dim, None,
                                      module.item_embedding.weight.device, module))

@@ -76,7 +76,10 @@ class SigmaModule(nn.Module):
         """The guide's encoder applied to input vectors [B, L, D] instead of item ids, for
         priors built from the guide itself (VampPrior's pseudo-sequences)."""
         h = self.encoder(vectors)
-        return self.loc_head(h), F.softplus(self.scale_head(h)) + _MIN_SCALE
+        loc = self.loc_head(h)
+        if not self.prior.stochastic:
+            return loc, torch.zeros_like(loc)
+        return loc, F.softplus(self.scale_head(h)) + _MIN_SCALE
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Representation [B, L, D] used to score the next item; causal over z_<=t."""

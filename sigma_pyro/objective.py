@@ -48,7 +48,9 @@ def elbo_terms(module, batch: SequenceBatch, kl_scale: float = 1.0,
         if site["type"] == "sample":
             terms["loss"] += site["log_prob_sum"].item() / tokens
     terms["nll"] = -model_trace.nodes["next_item"]["log_prob_sum"].item() / tokens
-    terms["kl_z"] = (_unscaled(guide_trace.nodes["z"]) - _unscaled(model_trace.nodes["z"])).item() / tokens
+    terms["kl_z"] = (0.0 if "z" not in model_trace.nodes else
+                     (_unscaled(guide_trace.nodes["z"]) - _unscaled(model_trace.nodes["z"])).item()
+                     / tokens)
     if "interests" in model_trace.nodes:
         # Per sequence that the (possibly subsampled) interest plate scored.
         sequences = model_trace.nodes["interests"]["value"].shape[0]

@@ -212,3 +212,13 @@ def _assert_one_line_error(code: int, stderr: str, needle: str) -> None:
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("sigma-pyro: error: "), stderr
     assert needle in lines[0], lines[0]
+
+
+def test_cli_refuses_the_deterministic_variant(tmp_path):
+    model = tmp_path / "deterministic"
+    code, _, err = run_main(["train", *TINY, "--prior", "deterministic", "--epochs", "1",
+                             "--out", model])
+    assert code == 0, err
+    code, _, stderr = run_main(["diagnose", "--model", model, "--out", tmp_path / "diag"])
+    _assert_one_line_error(code, stderr, "deterministic")
+    assert not (tmp_path / "diag").exists()

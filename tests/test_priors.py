@@ -304,3 +304,33 @@ def test_trainer_uses_trace_mean_field_with_analytic_kl(monkeypatch):
     summary = rec.fit(log=lambda line: None)
     assert len(built) == 1
     assert summary.epochs_run == 1 and math.isfinite(summary.history[-1].loss)
+
+
+def test_deterministic_variant_has_no_latent_and_its_loss_is_the_exact_nll():
+    module = make_module("deterministic").eval()
+    batch = make_batch(seed=3)
+    guide_trace = poutine.trace(module.guide).get_trace(batch, 1.0, 1.0)
+    model_trace = poutine.trace(poutine.replay(module.model, trace=guide_trace)).get_trace(
+        batch, 1.0, 1.0)
+    assert "z" not in model_trace.nodes and "z" not in guide_trace.nodes
+    model_trace.compute_log_prob()
+    # z is the encoder mean: the next-item scores are those of decode(mean).
+    loc, scale = module.encode(batch.items)
+    assert (scale == 0).all()
+    logits = module.item_logits(module.decode(loc)[batch.mask])
+    expected = torch.log_softmax(logits, -1).gather(
+        1, (batch.targets[batch.mask] - 1).unsqueeze(1)).sum()
+    assert torch.allclose(model_trace.nodes["next_item"]["log_prob_sum"], expected, atol=1e-4)
+    loss = Trace_ELBO().loss(module.model, module.guide, batch, 1.0, 1.0)
+    assert loss == pytest.approx(-expected.item(), rel=1e-5)
+
+
+def test_deterministic_variant_trains_the_encoder():
+    module = make_module("deterministic")
+    batch = make_batch(seed=4)
+    pyro.set_rng_seed(0)
+    before = module.loc_head.weight.detach().clone()
+    svi = SVI(module.model, module.guide, pyro.optim.ClippedAdam({"lr": 0.01}), Trace_ELBO())
+    losses = [svi.step(batch, 0.1, 0.2) for _ in range(6)]
+    assert losses[-1] < losses[0]
+    assert not torch.equal(module.loc_head.weight, before)

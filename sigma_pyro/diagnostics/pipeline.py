@@ -78,6 +78,10 @@ def diagnose(recommender_or_model_dir, out_dir, num_users: int = 500, num_sample
         raise ConfigError(f"--out {out}: exists and is not a folder")
     say = log or (lambda line: None)
     rec = _recommender(recommender_or_model_dir)
+    if not rec.module.prior.stochastic:
+        label = name or str(recommender_or_model_dir)
+        raise ConfigError(f"{label}: trained with --prior deterministic, which has no posterior "
+                          f"over z to diagnose")
     models = [rec]
     for where in extra_models:
         other = SigmaRecommender.load(where)

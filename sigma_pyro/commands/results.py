@@ -1,0 +1,27 @@
+"""``sigma-pyro results``: the results table of docs/results.md from the recorded runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(sub) -> None:
+    parser = sub.add_parser(
+        "results", help="render the per-dataset results table from recorded runs",
+        description="Reads one results.csv of `sigma-pyro compare` per dataset (the file's "
+                    "stem names the dataset) and writes a Markdown table per dataset: mean ± "
+                    "std over seeds of each variant, the best mean in bold, paired t-tests of "
+                    "sigma against normal and deterministic, and the command, machine, "
+                    "commits and wall time that reproduce it.")
+    parser.add_argument("--runs", type=Path, nargs="+", required=True, metavar="CSV",
+                        help="results CSVs, one per dataset, e.g. results/*.csv")
+    parser.add_argument("--out", type=Path, default=Path("docs/results.md"),
+                        help="Markdown file to write (default: %(default)s)")
+    parser.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    from sigma_pyro.results_table import write_results
+
+    print(write_results(args.runs, args.out), end="")
+    return 0
