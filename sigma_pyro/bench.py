@@ -20,6 +20,7 @@ from sigma_pyro.config import Config
 from sigma_pyro.data.batching import TrainingBatches
 from sigma_pyro.data.synthetic import SyntheticConfig, generate_synthetic
 from sigma_pyro.plain_elbo import plain_negative_elbo
+from sigma_pyro.precision import autocast, autocast_program
 from sigma_pyro.training import interest_scale, kl_scale
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "Beauty.txt"
@@ -82,7 +83,8 @@ def run_benchmark(config: Config, epochs: int = 3, log=print) -> dict:
     beta, lam = kl_scale(config, 0), interest_scale(config, 0)
 
     pyro.clear_param_store()
-    svi = SVI(module.model, module.guide,
+    amp = config.train.mixed_precision
+    svi = SVI(autocast_program(module.model, device, amp), autocast_program(module.guide, device, amp),
               pyro.optim.ClippedAdam({"lr": config.train.lr, "clip_norm": config.train.clip_norm}),
               Trace_ELBO())
     with pyro.validation_enabled(False):  # as in the Trainer's hot loop
@@ -94,7 +96,9 @@ def run_benchmark(config: Config, epochs: int = 3, log=print) -> dict:
 
     def plain_step(batch):
         optimizer.zero_grad(set_to_none=True)
-        plain_negative_elbo(module, batch, beta, lam).backward()
+        with autocast(device, amp):
+            loss = plain_negative_elbo(module, batch, beta, lam)
+        loss.backward()
         optimizer.step()
 
     plain_times = [_epoch(plain_step, batches, e, device) for e in range(epochs + 1)][1:]
@@ -111,6 +115,7 @@ def run_benchmark(config: Config, epochs: int = 3, log=print) -> dict:
         "data": source, "users": dataset.num_users, "items": dataset.num_items,
         "prior": config.model.prior, "likelihood": config.model.likelihood,
         "device": str(device), "torch_threads": torch.get_num_threads(),
+        "mixed_precision": amp,
         "epoch_seconds": round(epoch_seconds, 3),
         "epoch_seconds_all": [round(t, 3) for t in pyro_times],
         "plain_epoch_seconds": round(plain_seconds, 3),

@@ -73,6 +73,7 @@ class TrainConfig:
     early_stop_metric: str = "ndcg@10"
     seed: int = 0
     device: str = "cpu"
+    mixed_precision: bool = False      # bfloat16 autocast of the networks; densities stay fp32
     progress: bool = True
 
 

@@ -76,10 +76,11 @@ class SigmaModule(nn.Module):
         """The guide's encoder applied to input vectors [B, L, D] instead of item ids, for
         priors built from the guide itself (VampPrior's pseudo-sequences)."""
         h = self.encoder(vectors)
-        loc = self.loc_head(h)
+        # float(): under mixed precision the heads run in bfloat16, but q(z) is a density.
+        loc = self.loc_head(h).float()
         if not self.prior.stochastic:
             return loc, torch.zeros_like(loc)
-        return loc, F.softplus(self.scale_head(h)) + _MIN_SCALE
+        return loc, F.softplus(self.scale_head(h).float()) + _MIN_SCALE
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Representation [B, L, D] used to score the next item; causal over z_<=t."""

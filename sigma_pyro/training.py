@@ -25,6 +25,7 @@ from sigma_pyro.data.dataset import LeaveOneOutSplit
 from sigma_pyro.errors import CheckpointError, SigmaPyroError
 from sigma_pyro.evaluation.evaluate import evaluate_module
 from sigma_pyro.objective import elbo_terms, first_non_finite_site
+from sigma_pyro.precision import autocast_program
 
 
 class TrainingError(SigmaPyroError):
@@ -98,7 +99,9 @@ class Trainer:
         pyro.clear_param_store()
         pyro.set_rng_seed(cfg.train.seed)
         optimizer = pyro.optim.ClippedAdam({"lr": cfg.train.lr, "clip_norm": cfg.train.clip_norm})
-        svi = SVI(module.model, module.guide, optimizer,
+        amp = cfg.train.mixed_precision
+        svi = SVI(autocast_program(module.model, self.device, amp),
+                  autocast_program(module.guide, self.device, amp), optimizer,
                   (TraceMeanField_ELBO if cfg.train.analytic_kl else Trace_ELBO)(
                       num_particles=cfg.train.num_particles))
         batches = TrainingBatches(self.split.train, cfg.train.batch_size,

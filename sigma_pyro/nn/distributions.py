@@ -47,6 +47,7 @@ class FusedCategorical(dist.Categorical):
             self._validate_sample(value)
         if value.shape != self.batch_shape:
             return super().log_prob(value)
-        flat = F.cross_entropy(self._raw_logits.reshape(-1, self._num_events),
+        # float(): logits computed under bfloat16 autocast are scored in float32.
+        flat = F.cross_entropy(self._raw_logits.float().reshape(-1, self._num_events),
                                value.reshape(-1).long(), reduction="none")
         return -flat.reshape(value.shape)

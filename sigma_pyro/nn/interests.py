@@ -52,7 +52,7 @@ class InterestExtractor(nn.Module):
 
     def orthogonality_penalty(self) -> torch.Tensor:
         """||C C^T - I||_F^2 / K^2 on the unit-norm prototypes."""
-        c = self.prototypes
+        c = self.prototypes.float()
         k = c.shape[0]
         return (c @ c.T - torch.eye(k, device=c.device)).pow(2).sum() / k**2
 
@@ -62,15 +62,17 @@ class InterestExtractor(nn.Module):
 
     def forward(self, item_vectors: torch.Tensor, mask: torch.Tensor) -> Interests:
         """``item_vectors`` [B, L, D] embeddings of the input items, ``mask`` [B, L]."""
-        weights = mask.unsqueeze(-1).to(item_vectors.dtype)
-        assignment = self.assign(item_vectors) * weights
+        # float32 throughout, also under mixed precision: these parameterise densities.
+        item_vectors = item_vectors.float()
+        weights = mask.unsqueeze(-1).float()
+        assignment = self.assign(item_vectors).float() * weights
         mass = assignment.cumsum(dim=1)                                   # [B, L, K]
         count = weights.cumsum(dim=1).clamp_min(1.0)                      # [B, L, 1]
         intensity = mass / count
         weighted = (assignment.unsqueeze(-1) * item_vectors.unsqueeze(-2)).cumsum(dim=1)
         loc = weighted / mass.unsqueeze(-1).clamp_min(1e-6)               # [B, L, K, D]
         prototypes = self.prototypes.expand(loc.shape)
-        log_var = self.log_variance(torch.cat([prototypes, loc], dim=-1)).clamp(-10.0, 5.0)
+        log_var = self.log_variance(torch.cat([prototypes, loc], dim=-1)).float().clamp(-10.0, 5.0)
         scale = (0.5 * log_var).exp() + _MIN_SCALE
         # Numerically empty interests keep a valid (tiny) weight so log-densities stay finite.
         return Interests(assignment, intensity.clamp_min(1e-8), loc, scale)
