@@ -48,6 +48,16 @@ def test_bench_writes_its_report(tmp_path, capsys):
                 "flops_per_epoch", "sequences_per_second"):
         assert report[key] > 0, key
     assert report["users"] == 120 and report["eval_users"] == 120
+    assert "mixed_precision_epoch_seconds" not in report
+
+    code = main(["bench", "--data", str(data), "--preset", "synthetic", "--hidden-size", "16",
+                 "--num-heads", "2", "--batch-size", "32", "--bench-epochs", "1",
+                 "--mixed-precision", "--out", str(tmp_path / "amp")])
+    assert code == 0
+    report = json.loads((tmp_path / "amp" / "bench.json").read_text())
+    assert report["mixed_precision"] is True
+    assert report["mixed_precision_epoch_seconds"] > 0
+    assert report["float32_over_mixed_precision_ratio"] > 0
 
 
 def test_scaling_measurement_runs_for_both_likelihoods():
