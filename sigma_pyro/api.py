@@ -17,12 +17,12 @@ import torch
 from sigma_pyro.checkpoint import (FORMAT_VERSION, META_FILE, MODEL_FILE, atomic_torch_save,
                                    atomic_write_json, library_versions, read_json,
                                    safe_torch_load)
-from sigma_pyro.config import Config, load_config, nest_overrides
+from sigma_pyro.config import Config, check_device, load_config, nest_overrides
 from sigma_pyro.data.batching import pad_right
 from sigma_pyro.data.dataset import ItemVocabulary, LeaveOneOutSplit, SequenceDataset
 from sigma_pyro.data.interactions import Interactions
 from sigma_pyro.data.loading import read_configured_data
-from sigma_pyro.errors import CheckpointError, DataError
+from sigma_pyro.errors import CheckpointError, ConfigError, DataError
 from sigma_pyro.evaluation.evaluate import evaluate_module
 from sigma_pyro.evaluation.ranking import PopularityRecommender, evaluate_ranking
 from sigma_pyro.module import SigmaModule
@@ -208,6 +208,11 @@ class SigmaRecommender:
             items = ItemVocabulary([str(i) for i in meta["items"]])
         except (KeyError, TypeError) as err:
             raise CheckpointError(f"{model_dir / META_FILE}: missing or malformed {err}") from None
+        try:
+            check_device(config.train.device)
+        except ConfigError:
+            # A model trained on a GPU still loads, onto the CPU, where there is none.
+            config.train.device = "cpu"
         if data_overrides:
             config.update(nest_overrides(data_overrides), "overrides")
         config.validate()

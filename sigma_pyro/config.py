@@ -181,11 +181,30 @@ class Config:
 
         if m.prior not in PRIORS:
             raise ConfigError(f"--prior {m.prior!r} is unknown (choose from {', '.join(sorted(PRIORS))})")
+        check_device(t.device)
         if t.analytic_kl and m.prior != "normal":
             # Only N(0, I) has a closed-form KL from the Gaussian guide; a mixture prior
             # would silently fall back to the Monte Carlo estimate.
             raise ConfigError(f"{flag('analytic_kl')} needs --prior normal, got --prior {m.prior}")
         return self
+
+
+def check_device(name: str) -> None:
+    """A device torch can parse and this machine has, else a one-line ConfigError."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name!r} is not a device (cpu, cuda, cuda:1, mps)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {name}: CUDA is not available here (torch "
+                              f"{torch.__version__}, {torch.cuda.device_count()} GPUs visible)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) visible")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"--device {name}: MPS is not available here")
 
 
 def early_stop_cutoff(metric: str) -> int | None:

@@ -522,3 +522,26 @@ def test_fit_checks_memory_from_the_api(monkeypatch):
                                        hidden_size=16, num_heads=2, epochs=1, progress=False)
     with pytest.raises(ConfigError, match="training needs about"):
         rec.fit()
+
+
+@pytest.mark.parametrize("device, needle", [("tpu9", "not a device"),
+                                            ("cuda:64", "--device cuda:64")])
+def test_unusable_device_is_one_line_error(device, needle, tmp_path, capsys):
+    if device.startswith("cuda") and torch.cuda.device_count() > 64:
+        pytest.skip("this machine has that GPU")
+    code = main(["train", "--device", device, "--epochs", "1", "--out", str(tmp_path / "m")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and needle in err[0], err
+    assert not (tmp_path / "m").exists()
+
+
+def test_model_trained_on_a_gpu_loads_on_a_machine_without_one(tmp_path):
+    model = tmp_path / "m"
+    assert main(["train", "--synthetic-users", "60", "--synthetic-items", "60",
+                 "--hidden-size", "16", "--num-heads", "2", "--epochs", "1", "--no-progress",
+                 "--out", str(model)]) == 0
+    meta = json.loads((model / "model.json").read_text())
+    meta["config"]["train"]["device"] = "cuda:64"
+    (model / "model.json").write_text(json.dumps(meta))
+    rec = SigmaRecommender.load(model)
+    assert rec.config.train.device == "cpu"
