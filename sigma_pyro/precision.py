@@ -10,27 +10,21 @@ logits, so no density is computed in bfloat16.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 
 import torch
 
 
-def autocast(device: torch.device | str, enabled: bool):
-    """bfloat16 autocast on ``device`` when ``enabled``, else a no-op context."""
-    if not enabled:
-        return contextlib.nullcontext()
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
-
-
 def autocast_program(program, device: torch.device | str, enabled: bool):
-    """``program`` (a model or guide) run under :func:`autocast`; itself when disabled."""
+    """``program`` (a model or guide) run under bfloat16 autocast on ``device``; itself when
+    not ``enabled``."""
     if not enabled:
         return program
+    device_type = torch.device(device).type
 
     @functools.wraps(program)
     def run(*args, **kwargs):
-        with autocast(device, True):
+        with torch.autocast(device_type, dtype=torch.bfloat16):
             return program(*args, **kwargs)
 
     return run
