@@ -55,7 +55,13 @@ def command_line(out_dir, priors: Sequence[str], seeds: int, preset: str | None,
     if preset is not None:
         words += ["--preset", preset]
     words += ["--priors", ",".join(priors), "--seeds", str(seeds), "--out", str(out_dir),
-              "--iwae-samples", str(iwae_samples)]
+              "--iwae-samples", str(iwae_samples), *override_flags(overrides)]
+    return shlex.join(words)
+
+
+def override_flags(overrides: dict) -> list[str]:
+    """Flat settings as the command-line flags that give them."""
+    words = []
     for name, value in overrides.items():
         option = "--data" if name == "path" else flag(name)
         if isinstance(value, bool):
@@ -64,7 +70,7 @@ def command_line(out_dir, priors: Sequence[str], seeds: int, preset: str | None,
             words += [option, ",".join(map(str, value))]
         else:
             words += [option, str(value)]
-    return shlex.join(words)
+    return words
 
 
 def git_revision() -> str:
@@ -258,6 +264,14 @@ def _number(value: float, digits: int = 4, signed: bool = False) -> str:
     if value is None or not math.isfinite(value):
         return "n/a"
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _table(header: Sequence[str], rows: list[Sequence[str]]) -> str:

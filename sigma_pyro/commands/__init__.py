@@ -1,4 +1,4 @@
 """Sub-commands of ``sigma-pyro``: one module each, exposing ``register(subparsers)`` that
 adds its parser and sets ``handler`` to the function running it."""
 
-COMMANDS = ("train", "evaluate", "recommend", "bench", "compare", "diagnose", "results")
+COMMANDS = ("train", "evaluate", "recommend", "bench", "compare", "diagnose", "results", "tune")

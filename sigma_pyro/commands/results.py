@@ -15,6 +15,9 @@ def register(sub) -> None:
                     "commits and wall time that reproduce it.")
     parser.add_argument("--runs", type=Path, nargs="+", required=True, metavar="CSV",
                         help="results CSVs, one per dataset, e.g. results/*.csv")
+    parser.add_argument("--tuning", type=Path, nargs="*", default=[], metavar="CSV",
+                        help="tuning.csv files of `sigma-pyro tune`, named after their "
+                             "dataset like the --runs files, e.g. results/tuning/*.csv")
     parser.add_argument("--out", type=Path, default=Path("docs/results.md"),
                         help="Markdown file to write (default: %(default)s)")
     parser.set_defaults(handler=run)
@@ -23,5 +26,5 @@ def register(sub) -> None:
 def run(args) -> int:
     from sigma_pyro.results_table import write_results
 
-    print(write_results(args.runs, args.out), end="")
+    print(write_results(args.runs, args.out, args.tuning), end="")
     return 0

@@ -1,0 +1,9 @@
+#!/usr/bin/env python
+"""Validation-only tuning sweeps as a script: the same as ``sigma-pyro tune ARGS``."""
+
+import sys
+
+from sigma_pyro.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["tune", *sys.argv[1:]]))
