@@ -275,6 +275,8 @@ def _provenance(results: pd.DataFrame, command: str, machine: str) -> str:
                   for code, runs in codes]
     return "\n".join([
         "Regenerate this file from the raw runs with:", "", f"    {command}", "",
+        ("The `sigma-pyro compare` command that trained each dataset's runs, with its epoch "
+         "budget and patience, is in results/README.md."), "",
         (f"- machine: {machine} (the machine that generated this file; results.csv does not "
          "record where each run trained)"),
         "- code the runs trained with (the `code` column of each run):",

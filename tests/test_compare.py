@@ -131,6 +131,19 @@ def test_a_diverging_run_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch)
     assert "| gmm | 0 | n/a |" in summary
 
 
+def test_zero_iwae_samples_skips_the_held_out_likelihood(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the IWAE was computed")
+
+    monkeypatch.setattr(compare, "iwae_log_likelihood", refuse)
+    results = compare.run_comparison(tmp_path, ["normal"], 1, "synthetic", TINY,
+                                     iwae_samples=0, progress=False, log=lambda line: None)
+    assert results["status"].tolist() == ["ok"] and results["iwae_per_token"].isna().all()
+    assert "--iwae-samples 0" in (tmp_path / "summary.md").read_text()
+    with pytest.raises(ConfigError, match="--iwae-samples must be 0 .skip. or more, got -1"):
+        compare.run_comparison(tmp_path, ["normal"], 1, "synthetic", TINY, iwae_samples=-1)
+
+
 @pytest.mark.parametrize("priors,overrides,needle", [
     (["normal", "sigma"], {"prior": "sigma"}, "--priors"),
     (["normal", "sigma"], {"analytic_kl": True}, "--analytic-kl"),
