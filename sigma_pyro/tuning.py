@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import io
 import math
+import multiprocessing
 import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import pandas as pd
@@ -98,6 +100,19 @@ def _configs(settings: dict[str, dict], preset: str | None,
     return configs
 
 
+def _train_in_worker(config: Config, run_dir: Path, tag: str, threads: int) -> dict:
+    """One setting in a worker process, with its share of the CPU threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        return {"status": "ok", **train_and_validate(
+            config, run_dir, lambda line: print(tag + line, file=sys.stderr, flush=True))}
+    except TrainingError as err:
+        print(tag + str(err), file=sys.stderr, flush=True)
+        return {"status": f"failed: {err}"}
+
+
 def train_and_validate(config: Config, run_dir: Path, log: Callable[[str], None]) -> dict:
     """Train one setting; its validation metrics at the best epoch (never the test split)."""
     from sigma_pyro.api import SigmaRecommender
@@ -123,15 +138,19 @@ def _command(out, sweeps, preset, overrides) -> str:
 
 def run_tuning(out_dir: str | Path, sweeps: Sequence[tuple[str, list]],
                preset: str | None = None, overrides: dict | None = None,
-               progress: bool = True, log: Callable[[str], None] | None = None) -> pd.DataFrame:
+               progress: bool = True, log: Callable[[str], None] | None = None,
+               jobs: int = 1) -> pd.DataFrame:
     """Run (or resume) the sweeps and write ``tuning.csv`` and ``tuning.md``; returns the
     table. ``sweeps`` are :func:`parse_sweep` results; ``overrides`` flat settings applied to
-    every run (``path``, ``epochs``, ...)."""
+    every run (``path``, ``epochs``, ...); ``jobs`` settings train at once, each in its own
+    process with an equal share of torch's threads (their logs go to stderr)."""
     out = Path(out_dir)
     overrides = dict(overrides or {})
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     if not sweeps:
         raise ConfigError("give at least one --sweep NAME=VALUE,...")
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {jobs}")
     for name, _ in sweeps:
         if name in overrides:
             raise ConfigError(f"--sweep {name}: also fixed by {flag(name)}; give one or the other")
@@ -149,20 +168,38 @@ def run_tuning(out_dir: str | Path, sweeps: Sequence[tuple[str, list]],
     todo = [label for label in configs if label not in done]
     bar = tqdm(total=len(configs), initial=len(configs) - len(todo), desc="tune",
                disable=not progress, file=sys.stderr)
-    for label in todo:
-        bar.set_postfix_str(label)
-        tag = f"[{label}] "
-        try:
-            row = {"status": "ok", **train_and_validate(configs[label], out / "runs" / label,
-                                                        lambda line: log(tag + line))}
-        except TrainingError as err:
-            log(tag + str(err))
-            row = {"status": f"failed: {err}"}
+
+    def record(label: str, row: dict) -> None:
         rows.append({**row, "setting": label, "criterion": criterion, "code": revision,
                      "command": command})
         table = pd.DataFrame(rows, columns=list(COLUMNS))
         atomic_write_bytes(out / RESULTS, table.to_csv(index=False).encode("utf-8"))
         bar.update(1)
+
+    if jobs == 1:
+        for label in todo:
+            bar.set_postfix_str(label)
+            tag = f"[{label}] "
+            try:
+                row = {"status": "ok", **train_and_validate(
+                    configs[label], out / "runs" / label, lambda line: log(tag + line))}
+            except TrainingError as err:
+                log(tag + str(err))
+                row = {"status": f"failed: {err}"}
+            record(label, row)
+    else:
+        # Small models use two CPU threads poorly: on the 2-core development machine two
+        # one-thread trainings side by side got through Beauty epochs 1.17x faster than one
+        # two-thread training after the other.
+        import torch
+
+        threads = max(1, torch.get_num_threads() // jobs)
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+            futures = {pool.submit(_train_in_worker, configs[label], out / "runs" / label,
+                                   f"[{label}] ", threads): label for label in todo}
+            for future in as_completed(futures):
+                record(futures[future], future.result())
     bar.close()
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     atomic_write_bytes(out / REPORT, render_tuning(table).encode("utf-8"))

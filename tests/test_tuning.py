@@ -131,6 +131,22 @@ def test_rerunning_the_same_tuning_resumes_it(tmp_path, monkeypatch):
     assert len(pd.read_csv(tmp_path / "tuning.csv")) == 3
 
 
+def test_parallel_jobs_train_every_setting_like_one_job(tmp_path):
+    sweeps = [("num_interests", [2]), ("kl_cap", [0.5])]
+    one = run_tuning(tmp_path / "one", sweeps, overrides=SMALL, progress=False,
+                     log=lambda line: None)
+    two = run_tuning(tmp_path / "two", sweeps, overrides=SMALL, progress=False,
+                     log=lambda line: None, jobs=2)
+    assert sorted(two["setting"]) == sorted(one["setting"]) and (two["status"] == "ok").all()
+    # Same seeds and settings; only the thread count differs, which may reorder float sums.
+    merged = one.merge(two, on="setting", suffixes=("_one", "_two"))
+    for metric in TUNING_METRICS:
+        assert np.allclose(merged[metric + "_one"], merged[metric + "_two"], atol=1e-3), metric
+    assert (tmp_path / "two" / "runs" / "kl_cap=0.5" / "model.pt").is_file()
+    with pytest.raises(ConfigError, match="--jobs must be at least 1"):
+        run_tuning(tmp_path / "three", sweeps, overrides=SMALL, jobs=0)
+
+
 def _tuning_rows(values: dict[str, float]) -> pd.DataFrame:
     rows = [{"setting": s, "status": "ok", **{m: v for m in TUNING_METRICS}, "best_epoch": 3,
              "epochs": 8, "stopped_early": True, "wall_seconds": 60.0, "criterion": "ndcg@20",

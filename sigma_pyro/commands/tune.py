@@ -22,6 +22,9 @@ def register(sub) -> None:
                         help="a setting and the values to try, e.g. num_interests=2,8; "
                              "repeat for more settings")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="settings trained at once, each in its own process with an equal "
+                             "share of the CPU threads (default 1)")
     add_config_flags(parser, ("data", "model", "train", "eval"))
     parser.set_defaults(handler=run)
 
@@ -33,6 +36,6 @@ def run(args) -> int:
     preset = args.preset or (None if "path" in overrides else "synthetic")
     sweeps = [parse_sweep(spec) for spec in args.sweep]
     run_tuning(args.out, sweeps, preset, overrides, progress=overrides.get("progress", True),
-               log=log)
+               log=log, jobs=args.jobs)
     print((args.out / REPORT).read_text(encoding="utf-8"))
     return 0
