@@ -26,7 +26,7 @@ from sigma_pyro.checkpoint import atomic_write_bytes
 from sigma_pyro.compare import (METRICS, _duration, _mean_std, _number, _table,
                                 paired_comparison)
 from sigma_pyro.errors import DataError
-from sigma_pyro.tuning import TUNING_METRICS, best_setting, tuning_provenance, tuning_table
+from sigma_pyro.tuning import TUNING_METRICS, tuning_summary
 
 SUBJECT = "sigma"
 REFERENCES = ("normal", "deterministic")
@@ -244,15 +244,9 @@ def verdict(runs: pd.DataFrame) -> str:
 
 
 def _tuning_section(table: pd.DataFrame) -> str:
-    best = best_setting(table)
-    ok = table[table["status"] == "ok"]
-    criterion = ok["criterion"].iloc[0] if len(ok) else "criterion"
-    choice = (f"Best validation {criterion}: `{best}`." if best is not None
-              else "No finished tuning runs.")
-    return "\n\n".join([
-        "### Settings tried on validation\n\nOne seed, one setting changed at a time from the "
-        "preset; the test split was not scored. Regenerate with:",
-        tuning_provenance(table), choice, tuning_table(table)])
+    return ("### Settings tried on validation\n\nsigma trained once per setting, on one seed, "
+            "with one setting changed at a time from the preset; the test split was not "
+            "scored. The sweep, as run:\n\n" + tuning_summary(table))
 
 
 def _dataset_section(runs: pd.DataFrame, tuning: pd.DataFrame | None = None) -> str:

@@ -160,6 +160,8 @@ def test_the_best_setting_is_the_highest_validation_criterion_and_the_preset_win
     assert best_setting(_tuning_rows({"kl_cap=0.5": 0.2, BASELINE: 0.2})) == BASELINE
     failed = _tuning_rows({BASELINE: 0.1}).assign(status="failed: diverged")
     assert best_setting(failed) is None
+    report = tuning.render_tuning(failed)
+    assert "No finished tuning runs." in report and "`preset` (failed: diverged)" in report
 
 
 def _results_csv(path: Path) -> Path:
