@@ -61,7 +61,7 @@ def parse_sweep(spec: str) -> tuple[str, list]:
     if name not in types:
         raise ConfigError(f"{where}: unknown setting {name!r}")
     if name in NOT_TUNABLE:
-        raise ConfigError(f"{where}: {flag(name)} is not a model or training setting to tune")
+        raise ConfigError(f"{where}: {name} is not a model or training setting to tune")
     hint = types[name][1]
     if getattr(hint, "__origin__", None) is list:
         raise ConfigError(f"{where}: list-valued settings cannot be swept")
@@ -69,10 +69,6 @@ def parse_sweep(spec: str) -> tuple[str, list]:
     if len(set(map(str, parsed))) != len(parsed):
         raise ConfigError(f"{where}: a value is given twice")
     return name, parsed
-
-
-def _label(name: str, value) -> str:
-    return f"{name}={value}"
 
 
 def tuning_settings(base: Config, sweeps: Sequence[tuple[str, list]]) -> dict[str, dict]:
@@ -83,7 +79,7 @@ def tuning_settings(base: Config, sweeps: Sequence[tuple[str, list]]) -> dict[st
     settings = {BASELINE: {}}
     for name, values in sweeps:
         current = getattr(getattr(base, types[name][0]), name)
-        settings.update({_label(name, v): {name: v} for v in values if v != current})
+        settings.update({f"{name}={v}": {name: v} for v in values if v != current})
     return settings
 
 

@@ -41,8 +41,8 @@ def test_a_sweep_reads_each_value_as_the_settings_type():
     ("num_interests", "expected NAME=VALUE"),
     ("num_interests=", "expected NAME=VALUE"),
     ("num_intrests=2", "unknown setting 'num_intrests'"),
-    ("seed=1,2", "--seed is not a model or training setting"),
-    ("path=a.txt", "--path is not a model or training setting"),
+    ("seed=1,2", "seed is not a model or training setting"),
+    ("path=a.txt", "path is not a model or training setting"),
     ("num_interests=two", "cannot read 'two' as int"),
     ("kl_cap=0.1,0.1", "a value is given twice"),
 ])
