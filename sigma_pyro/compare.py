@@ -34,7 +34,7 @@ from sigma_pyro.errors import ConfigError
 from sigma_pyro.interest_analysis import (item_clusters, nmf_item_topics, planted_recovery,
                                           recommendation_diversity, synthetic_labels)
 from sigma_pyro.iwae import iwae_log_likelihood
-from sigma_pyro.training import TrainingError
+from sigma_pyro.parallel import check_jobs, recorded_run, run_side_by_side
 
 DEFAULT_PRIORS = ("normal", "gmm", "vamp", "sigma", "sigma-uniform")
 METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20", "mrr")
@@ -174,18 +174,20 @@ def train_and_measure(config: Config, run_dir: Path, iwae_samples: int,
 def run_comparison(out_dir: str | Path, priors: Sequence[str] = DEFAULT_PRIORS, seeds: int = 3,
                    preset: str | None = None, overrides: dict | None = None,
                    iwae_samples: int = 20, progress: bool = True,
-                   log: Callable[[str], None] | None = None) -> pd.DataFrame:
+                   log: Callable[[str], None] | None = None, jobs: int = 1) -> pd.DataFrame:
     """Run (or resume) the grid ``priors x seeds`` and write the results and the summary.
 
     ``overrides`` are flat settings as for :meth:`SigmaRecommender.from_preset` (``path``,
     ``epochs``, ...); seeds are ``seed, seed + 1, ...`` from the configured seed. A run whose
-    training diverges is recorded with its error as status and the grid goes on. Returns
+    training diverges is recorded with its error as status and the grid goes on. ``jobs``
+    runs train side by side (:mod:`sigma_pyro.parallel`; their logs go to stderr). Returns
     the results table.
     """
     out = Path(out_dir)
     priors = list(priors)
     overrides = dict(overrides or {})
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    check_jobs(jobs)
     if iwae_samples < 0:
         raise ConfigError(f"--iwae-samples must be 0 (skip) or more, got {iwae_samples}")
     base, configs = _grid_configs(priors, seeds, preset, overrides)
@@ -202,20 +204,27 @@ def run_comparison(out_dir: str | Path, priors: Sequence[str] = DEFAULT_PRIORS, 
     todo = [key for key in configs if key not in done]
     bar = tqdm(total=len(configs), initial=len(configs) - len(todo), desc="compare",
                disable=not progress, file=sys.stderr)
-    for prior, seed in todo:
-        bar.set_postfix_str(f"{prior} seed {seed}")
-        run_dir = out / "runs" / f"{prior}-seed{seed}"
-        tag = f"[{prior} seed {seed}] "
-        try:
-            row = {"status": "ok", **train_and_measure(configs[prior, seed], run_dir,
-                                                       iwae_samples, lambda l: log(tag + l))}
-        except TrainingError as err:
-            log(tag + str(err))
-            row = {"status": f"failed: {err}"}
-        rows.append({**row, "prior": prior, "seed": seed,
-                     "run_dir": str(run_dir.relative_to(out)), "code": revision})
+
+    def run_dir(key: tuple[str, int]) -> Path:
+        return out / "runs" / f"{key[0]}-seed{key[1]}"
+
+    def call(key: tuple[str, int]) -> tuple:
+        return (train_and_measure, (configs[key], run_dir(key), iwae_samples),
+                f"[{key[0]} seed {key[1]}] ")
+
+    def record(key: tuple[str, int], row: dict) -> None:
+        rows.append({**row, "prior": key[0], "seed": key[1],
+                     "run_dir": str(run_dir(key).relative_to(out)), "code": revision})
         atomic_write_bytes(out / RESULTS, _table_of(rows).to_csv(index=False).encode("utf-8"))
         bar.update(1)
+
+    if jobs == 1:
+        for key in todo:
+            bar.set_postfix_str(f"{key[0]} seed {key[1]}")
+            function, args, tag = call(key)
+            record(key, recorded_run(function, args, tag, log))
+    else:
+        run_side_by_side({key: call(key) for key in todo}, jobs, record)
     bar.close()
     results = _table_of(rows)
     write_summary(out, results, command)

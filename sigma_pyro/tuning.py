@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import io
 import math
-import multiprocessing
 import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import pandas as pd
@@ -35,7 +33,7 @@ from sigma_pyro.compare import (METRICS, _duration, _number, _table, git_revisio
                                 override_flags)
 from sigma_pyro.config import Config, _coerce, field_types, flag, load_config, nest_overrides
 from sigma_pyro.errors import ConfigError
-from sigma_pyro.training import TrainingError
+from sigma_pyro.parallel import check_jobs, recorded_run, run_side_by_side
 
 BASELINE = "preset"
 TUNING_METRICS = tuple(f"valid_{m}" for m in METRICS)
@@ -96,19 +94,6 @@ def _configs(settings: dict[str, dict], preset: str | None,
     return configs
 
 
-def _train_in_worker(config: Config, run_dir: Path, tag: str, threads: int) -> dict:
-    """One setting in a worker process, with its share of the CPU threads."""
-    import torch
-
-    torch.set_num_threads(threads)
-    try:
-        return {"status": "ok", **train_and_validate(
-            config, run_dir, lambda line: print(tag + line, file=sys.stderr, flush=True))}
-    except TrainingError as err:
-        print(tag + str(err), file=sys.stderr, flush=True)
-        return {"status": f"failed: {err}"}
-
-
 def train_and_validate(config: Config, run_dir: Path, log: Callable[[str], None]) -> dict:
     """Train one setting; its validation metrics at the best epoch (never the test split)."""
     from sigma_pyro.api import SigmaRecommender
@@ -145,8 +130,7 @@ def run_tuning(out_dir: str | Path, sweeps: Sequence[tuple[str, list]],
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     if not sweeps:
         raise ConfigError("give at least one --sweep NAME=VALUE,...")
-    if jobs < 1:
-        raise ConfigError(f"--jobs must be at least 1, got {jobs}")
+    check_jobs(jobs)
     for name, _ in sweeps:
         if name in overrides:
             raise ConfigError(f"--sweep {name}: also fixed by {flag(name)}; give one or the other")
@@ -175,27 +159,11 @@ def run_tuning(out_dir: str | Path, sweeps: Sequence[tuple[str, list]],
     if jobs == 1:
         for label in todo:
             bar.set_postfix_str(label)
-            tag = f"[{label}] "
-            try:
-                row = {"status": "ok", **train_and_validate(
-                    configs[label], out / "runs" / label, lambda line: log(tag + line))}
-            except TrainingError as err:
-                log(tag + str(err))
-                row = {"status": f"failed: {err}"}
-            record(label, row)
+            record(label, recorded_run(train_and_validate, (configs[label], out / "runs" / label),
+                                       f"[{label}] ", log))
     else:
-        # Small models use two CPU threads poorly: on the 2-core development machine two
-        # one-thread trainings side by side got through Beauty epochs 1.17x faster than one
-        # two-thread training after the other.
-        import torch
-
-        threads = max(1, torch.get_num_threads() // jobs)
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-            futures = {pool.submit(_train_in_worker, configs[label], out / "runs" / label,
-                                   f"[{label}] ", threads): label for label in todo}
-            for future in as_completed(futures):
-                record(futures[future], future.result())
+        run_side_by_side({label: (train_and_validate, (configs[label], out / "runs" / label),
+                                  f"[{label}] ") for label in todo}, jobs, record)
     bar.close()
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     atomic_write_bytes(out / REPORT, render_tuning(table).encode("utf-8"))

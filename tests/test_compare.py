@@ -131,6 +131,16 @@ def test_a_diverging_run_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch)
     assert "| gmm | 0 | n/a |" in summary
 
 
+def test_parallel_jobs_run_the_whole_grid(tmp_path):
+    results = compare.run_comparison(tmp_path, ["normal", "sigma"], 1, "synthetic", TINY,
+                                     iwae_samples=1, progress=False, jobs=2)
+    assert sorted(results["prior"]) == ["normal", "sigma"] and (results["status"] == "ok").all()
+    assert len(pd.read_csv(tmp_path / "results.csv")) == 2
+    assert (tmp_path / "runs" / "sigma-seed0" / "model.pt").is_file()
+    with pytest.raises(ConfigError, match="--jobs must be at least 1, got 0"):
+        compare.run_comparison(tmp_path, ["normal"], 1, "synthetic", TINY, jobs=0)
+
+
 def test_zero_iwae_samples_skips_the_held_out_likelihood(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the IWAE was computed")

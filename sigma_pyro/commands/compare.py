@@ -28,6 +28,9 @@ def register(sub) -> None:
                         help="importance samples of the held-out log-likelihood (default 20; "
                              "0 skips it, which on Beauty-sized data saves several epochs' "
                              "worth of time per run)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs trained at once, each in its own process with an equal share "
+                             "of the CPU threads (default 1)")
     add_config_flags(parser, ("data", "model", "train", "eval"))
     parser.set_defaults(handler=run)
 
@@ -39,6 +42,6 @@ def run(args) -> int:
     preset = args.preset or (None if "path" in overrides else "synthetic")
     priors = [p.strip() for p in args.priors.split(",") if p.strip()]
     run_comparison(args.out, priors, args.seeds, preset, overrides, args.iwae_samples,
-                   progress=overrides.get("progress", True), log=log)
+                   progress=overrides.get("progress", True), log=log, jobs=args.jobs)
     print((args.out / SUMMARY).read_text(encoding="utf-8"))
     return 0

@@ -1,0 +1,61 @@
+"""Several trainings side by side on one machine, one process each.
+
+The models here are small enough that torch uses two CPU threads poorly: on the 2-core
+development machine two one-thread trainings side by side got through Beauty epochs 1.17x
+faster than one two-thread training after the other. Each worker gets an equal share of the
+parent's torch threads. Workers are spawned (not forked) so that no torch thread pool or
+lock is inherited mid-use.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+from collections.abc import Callable, Hashable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+
+from sigma_pyro.errors import ConfigError
+from sigma_pyro.training import TrainingError
+
+
+def check_jobs(jobs: int) -> None:
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {jobs}")
+
+
+def recorded_run(function: Callable[..., dict], args: tuple, tag: str,
+                 log: Callable[[str], None]) -> dict:
+    """``{"status": "ok", **function(*args, log)}``, or the failure of a diverging run as
+    its status so that the rest of a grid goes on."""
+    try:
+        return {"status": "ok", **function(*args, lambda line: log(tag + line))}
+    except TrainingError as err:
+        log(tag + str(err))
+        return {"status": f"failed: {err}"}
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _in_worker(threads: int, function: Callable[..., dict], args: tuple, tag: str) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    return recorded_run(function, args, tag, _stderr)
+
+
+def run_side_by_side(calls: dict[Hashable, tuple[Callable[..., dict], tuple, str]], jobs: int,
+                     on_result: Callable[[Hashable, dict], None]) -> None:
+    """Run each ``key: (function, args, tag)`` as :func:`recorded_run` in one of ``jobs``
+    worker processes (their logs go to stderr) and hand each result to ``on_result`` in the
+    parent as soon as it is done. ``function`` must be importable by name."""
+    import torch
+
+    threads = max(1, torch.get_num_threads() // jobs)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = {pool.submit(_in_worker, threads, function, args, tag): key
+                   for key, (function, args, tag) in calls.items()}
+        for future in as_completed(futures):
+            on_result(futures[future], future.result())
