@@ -290,7 +290,9 @@ NOTES = f"""## How to read the tables
 - Δ: mean over the seeds both variants finished of ({SUBJECT} − other); p: two-sided paired
   t-test (scipy.stats.ttest_rel) over those seeds, n/a with fewer than two pairs or
   identical differences. The p-values are not corrected for testing {len(METRICS)} metrics
-  against {len(REFERENCES)} variants.
+  against {len(REFERENCES)} variants. With two seeds the test has one degree of freedom:
+  two nearly equal differences give a small p from a variance estimated on two numbers, so
+  read such a p as weak evidence.
 - Settings tried on validation: `sigma-pyro tune` trains each setting once, on one seed, so
   a validation difference smaller than the seed-to-seed sd of the table above is not
   evidence that the setting helps.
