@@ -42,6 +42,12 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...])
         group.add_argument(option, **kwargs)
 
 
+def add_jobs_flag(parser: argparse.ArgumentParser, runs: str) -> None:
+    parser.add_argument("--jobs", type=int, default=1,
+                        help=f"{runs} trained at once, each in its own process with an equal "
+                             "share of the CPU threads (default 1)")
+
+
 def config_overrides(args: argparse.Namespace) -> dict:
     """The configuration flags actually given, nested by section."""
     types = field_types()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sigma_pyro.commands.common import add_config_flags, flat_overrides, log
+from sigma_pyro.commands.common import add_config_flags, add_jobs_flag, flat_overrides, log
 from sigma_pyro.config import PRESET_NAMES
 
 
@@ -28,9 +28,7 @@ def register(sub) -> None:
                         help="importance samples of the held-out log-likelihood (default 20; "
                              "0 skips it, which on Beauty-sized data saves several epochs' "
                              "worth of time per run)")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="runs trained at once, each in its own process with an equal share "
-                             "of the CPU threads (default 1)")
+    add_jobs_flag(parser, "runs")
     add_config_flags(parser, ("data", "model", "train", "eval"))
     parser.set_defaults(handler=run)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sigma_pyro.commands.common import add_config_flags, flat_overrides, log
+from sigma_pyro.commands.common import add_config_flags, add_jobs_flag, flat_overrides, log
 from sigma_pyro.config import PRESET_NAMES
 
 
@@ -22,9 +22,7 @@ def register(sub) -> None:
                         help="a setting and the values to try, e.g. num_interests=2,8; "
                              "repeat for more settings")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="settings trained at once, each in its own process with an equal "
-                             "share of the CPU threads (default 1)")
+    add_jobs_flag(parser, "settings")
     add_config_flags(parser, ("data", "model", "train", "eval"))
     parser.set_defaults(handler=run)
 
