@@ -34,7 +34,7 @@ from sigma_pyro.errors import ConfigError
 from sigma_pyro.interest_analysis import (item_clusters, nmf_item_topics, planted_recovery,
                                           recommendation_diversity, synthetic_labels)
 from sigma_pyro.iwae import iwae_log_likelihood
-from sigma_pyro.parallel import check_jobs, recorded_run, run_side_by_side
+from sigma_pyro.parallel import check_jobs, run_all
 
 DEFAULT_PRIORS = ("normal", "gmm", "vamp", "sigma", "sigma-uniform")
 METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20", "mrr")
@@ -218,13 +218,8 @@ def run_comparison(out_dir: str | Path, priors: Sequence[str] = DEFAULT_PRIORS, 
         atomic_write_bytes(out / RESULTS, _table_of(rows).to_csv(index=False).encode("utf-8"))
         bar.update(1)
 
-    if jobs == 1:
-        for key in todo:
-            bar.set_postfix_str(f"{key[0]} seed {key[1]}")
-            function, args, tag = call(key)
-            record(key, recorded_run(function, args, tag, log))
-    else:
-        run_side_by_side({key: call(key) for key in todo}, jobs, record)
+    run_all({key: call(key) for key in todo}, jobs, record, log,
+            on_start=lambda key: bar.set_postfix_str(f"{key[0]} seed {key[1]}"))
     bar.close()
     results = _table_of(rows)
     write_summary(out, results, command)

@@ -45,11 +45,18 @@ def _in_worker(threads: int, function: Callable[..., dict], args: tuple, tag: st
     return recorded_run(function, args, tag, _stderr)
 
 
-def run_side_by_side(calls: dict[Hashable, tuple[Callable[..., dict], tuple, str]], jobs: int,
-                     on_result: Callable[[Hashable, dict], None]) -> None:
-    """Run each ``key: (function, args, tag)`` as :func:`recorded_run` in one of ``jobs``
-    worker processes (their logs go to stderr) and hand each result to ``on_result`` in the
-    parent as soon as it is done. ``function`` must be importable by name."""
+def run_all(calls: dict[Hashable, tuple[Callable[..., dict], tuple, str]], jobs: int,
+            on_result: Callable[[Hashable, dict], None], log: Callable[[str], None],
+            on_start: Callable[[Hashable], None] = lambda key: None) -> None:
+    """Run each ``key: (function, args, tag)`` as :func:`recorded_run` and hand each result
+    to ``on_result`` as soon as it is done: in this process one after the other with
+    ``jobs == 1``, else in ``jobs`` worker processes (their logs go to stderr; ``function``
+    must be importable by name)."""
+    if jobs == 1:
+        for key, (function, args, tag) in calls.items():
+            on_start(key)
+            on_result(key, recorded_run(function, args, tag, log))
+        return
     import torch
 
     threads = max(1, torch.get_num_threads() // jobs)

@@ -33,7 +33,7 @@ from sigma_pyro.compare import (METRICS, _duration, _number, _table, git_revisio
                                 override_flags)
 from sigma_pyro.config import Config, _coerce, field_types, flag, load_config, nest_overrides
 from sigma_pyro.errors import ConfigError
-from sigma_pyro.parallel import check_jobs, recorded_run, run_side_by_side
+from sigma_pyro.parallel import check_jobs, run_all
 
 BASELINE = "preset"
 TUNING_METRICS = tuple(f"valid_{m}" for m in METRICS)
@@ -156,14 +156,8 @@ def run_tuning(out_dir: str | Path, sweeps: Sequence[tuple[str, list]],
         atomic_write_bytes(out / RESULTS, table.to_csv(index=False).encode("utf-8"))
         bar.update(1)
 
-    if jobs == 1:
-        for label in todo:
-            bar.set_postfix_str(label)
-            record(label, recorded_run(train_and_validate, (configs[label], out / "runs" / label),
-                                       f"[{label}] ", log))
-    else:
-        run_side_by_side({label: (train_and_validate, (configs[label], out / "runs" / label),
-                                  f"[{label}] ") for label in todo}, jobs, record)
+    run_all({label: (train_and_validate, (configs[label], out / "runs" / label), f"[{label}] ")
+             for label in todo}, jobs, record, log, on_start=bar.set_postfix_str)
     bar.close()
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     atomic_write_bytes(out / REPORT, render_tuning(table).encode("utf-8"))
