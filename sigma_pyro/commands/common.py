@@ -48,6 +48,11 @@ def add_jobs_flag(parser: argparse.ArgumentParser, runs: str) -> None:
                              "share of the CPU threads (default 1)")
 
 
+def chosen_preset(args: argparse.Namespace, overrides: dict) -> str | None:
+    """--preset, else the synthetic preset when no --data is given (the built-in data)."""
+    return args.preset or (None if "path" in overrides else "synthetic")
+
+
 def config_overrides(args: argparse.Namespace) -> dict:
     """The configuration flags actually given, nested by section."""
     types = field_types()

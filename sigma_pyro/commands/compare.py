@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sigma_pyro.commands.common import add_config_flags, add_jobs_flag, flat_overrides, log
+from sigma_pyro.commands.common import (add_config_flags, add_jobs_flag, chosen_preset,
+                                        flat_overrides, log)
 from sigma_pyro.config import PRESET_NAMES
 
 
@@ -37,7 +38,7 @@ def run(args) -> int:
     from sigma_pyro.compare import SUMMARY, run_comparison
 
     overrides = flat_overrides(args)
-    preset = args.preset or (None if "path" in overrides else "synthetic")
+    preset = chosen_preset(args, overrides)
     priors = [p.strip() for p in args.priors.split(",") if p.strip()]
     run_comparison(args.out, priors, args.seeds, preset, overrides, args.iwae_samples,
                    progress=overrides.get("progress", True), log=log, jobs=args.jobs)

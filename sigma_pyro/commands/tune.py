@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sigma_pyro.commands.common import add_config_flags, add_jobs_flag, flat_overrides, log
+from sigma_pyro.commands.common import (add_config_flags, add_jobs_flag, chosen_preset,
+                                        flat_overrides, log)
 from sigma_pyro.config import PRESET_NAMES
 
 
@@ -31,7 +32,7 @@ def run(args) -> int:
     from sigma_pyro.tuning import REPORT, parse_sweep, run_tuning
 
     overrides = flat_overrides(args)
-    preset = args.preset or (None if "path" in overrides else "synthetic")
+    preset = chosen_preset(args, overrides)
     sweeps = [parse_sweep(spec) for spec in args.sweep]
     run_tuning(args.out, sweeps, preset, overrides, progress=overrides.get("progress", True),
                log=log, jobs=args.jobs)
