@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from sigma_pyro.allocator import retain_freed_memory  # noqa: E402
 from sigma_pyro.api import SigmaRecommender  # noqa: E402
 
-__all__ = ["SigmaRecommender", "__version__"]
+__all__ = ["SigmaRecommender", "__version__", "retain_freed_memory"]

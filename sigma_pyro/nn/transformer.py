@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from sigma_pyro.nn.dropout import Dropout
+
 
 class CausalSelfAttentionBlock(nn.Module):
     """One pre-norm transformer block. Attention and hidden dropout are separate settings
@@ -23,10 +25,10 @@ class CausalSelfAttentionBlock(nn.Module):
         self.attention_out = nn.Linear(hidden_size, hidden_size)
         self.norm_ffn = nn.LayerNorm(hidden_size)
         self.ffn = nn.Sequential(
-            nn.Linear(hidden_size, 4 * hidden_size), nn.GELU(), nn.Dropout(hidden_dropout),
+            nn.Linear(hidden_size, 4 * hidden_size), nn.GELU(), Dropout(hidden_dropout),
             nn.Linear(4 * hidden_size, hidden_size),
         )
-        self.dropout = nn.Dropout(hidden_dropout)
+        self.dropout = Dropout(hidden_dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, width = x.shape
@@ -51,7 +53,7 @@ class CausalTransformer(nn.Module):
         # nn.Embedding's N(0, 1) default would drown the (small) item embeddings in the sum.
         nn.init.normal_(self.position_embedding.weight, std=0.02)
         self.input_norm = nn.LayerNorm(hidden_size)
-        self.dropout = nn.Dropout(hidden_dropout)
+        self.dropout = Dropout(hidden_dropout)
         self.blocks = nn.ModuleList(
             CausalSelfAttentionBlock(hidden_size, num_heads, hidden_dropout, attention_dropout)
             for _ in range(num_layers)

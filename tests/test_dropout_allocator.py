@@ -1,0 +1,55 @@
+"""The CPU dropout keeps inverted-dropout semantics; the allocator setting is safe to call."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from sigma_pyro.allocator import retain_freed_memory
+from sigma_pyro.nn.dropout import Dropout
+
+
+def test_dropout_zeroes_about_p_and_keeps_the_mean():
+    torch.manual_seed(0)
+    x = torch.ones(200_000)
+    out = Dropout(0.3).train()(x)
+    assert abs((out == 0).float().mean().item() - 0.3) < 0.01
+    assert abs(out.mean().item() - 1.0) < 0.01
+    kept = out[out != 0]
+    assert torch.allclose(kept, torch.full_like(kept, 1 / 0.7))
+
+
+def test_dropout_gradient_is_the_mask():
+    torch.manual_seed(1)
+    x = torch.randn(64, 5, 32, requires_grad=True)
+    out = Dropout(0.5).train()(x)
+    out.sum().backward()
+    assert torch.equal(x.grad == 0, out == 0)
+    assert torch.allclose(x.grad[x.grad != 0], torch.tensor(2.0))
+
+
+def test_dropout_is_the_identity_in_eval_and_at_zero():
+    x = torch.randn(10, 4)
+    assert Dropout(0.3).eval()(x) is x
+    assert Dropout(0.0).train()(x) is x
+    with pytest.raises(ValueError, match="dropout probability"):
+        Dropout(1.0)
+
+
+def test_retain_freed_memory_is_idempotent_and_memory_still_frees():
+    first = retain_freed_memory()
+    assert retain_freed_memory() == first
+    # Large allocations keep working after the switch (they come from the heap now).
+    for _ in range(3):
+        big = torch.ones(30_000_000)
+        assert big.sum().item() == 30_000_000
+        del big
+
+
+def test_system_allocator_opt_out():
+    code = ("import os; os.environ['SIGMA_PYRO_MALLOC'] = 'system'; "
+            "from sigma_pyro.allocator import retain_freed_memory; "
+            "print(retain_freed_memory())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
