@@ -80,8 +80,7 @@ class SequentialVAEModel:
                 pyro.sample("next_item", FusedCategorical(logits=logits),
                             obs=torch.zeros_like(targets))
             else:
-                pyro.sample("next_item",
-                            FusedCategorical(logits=module.item_logits(representation)),
+                pyro.sample("next_item", module.next_item_distribution(representation),
                             obs=targets)
         if interests is not None and module.config.orthogonality_weight > 0:
             # Weighted per token so the weight means the same as in per-token losses.

@@ -16,7 +16,9 @@ from torch.nn import functional as F
 
 from sigma_pyro.config import ModelConfig
 from sigma_pyro.models.priors import build_prior
+from sigma_pyro.nn.distributions import OutputLayerCategorical
 from sigma_pyro.nn.interests import InterestExtractor, Interests
+from sigma_pyro.nn.output_layer import LogitsWorkspace
 from sigma_pyro.nn.transformer import CausalTransformer
 
 _MIN_SCALE = 1e-4
@@ -61,6 +63,7 @@ class SigmaModule(nn.Module):
                               trainable_prototypes=config.train_prototypes)
             if self.prior.requires_interests else None
         )
+        self.logits_workspace = LogitsWorkspace()
         self.model = SequentialVAEModel(self)
         self.guide = TransformerEncoderGuide(self)
 
@@ -96,6 +99,11 @@ class SigmaModule(nn.Module):
             # One fused kernel instead of a matmul and a pass over [positions x items].
             return torch.addmm(bias, representation, weight.T)
         return representation @ weight.T + bias
+
+    def next_item_distribution(self, representation: torch.Tensor) -> OutputLayerCategorical:
+        """The full-softmax likelihood p(next item | representation [M, D]) over all items."""
+        return OutputLayerCategorical(representation, self.item_embedding.weight[1:],
+                                      self.item_bias, self.logits_workspace)
 
     def set_sampling_counts(self, counts: torch.Tensor) -> None:
         """Popularity sampler for negatives: Q(item) proportional to its training count + 1."""

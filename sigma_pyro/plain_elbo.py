@@ -54,8 +54,10 @@ def plain_negative_elbo(module, batch: SequenceBatch, kl_scale: float = 1.0,
     kl = (q_z.log_prob(z) - _prior(module, loc.shape, interests, loc.device).log_prob(z))
     loss = loss + kl_scale * kl[mask].sum()
     representation = module.decode(z)[mask]
-    loss = loss + F.cross_entropy(module.item_logits(representation), batch.targets[mask] - 1,
-                                  reduction="sum")
+    # The same fused output layer as the Pyro model, so that the time ratio compares the
+    # probabilistic-programming layer and nothing else.
+    loss = loss - module.next_item_distribution(representation).log_prob(
+        batch.targets[mask] - 1).sum()
     if interests is not None and module.config.orthogonality_weight > 0:
         loss = loss + (module.config.orthogonality_weight * representation.shape[0]
                        * module.interests.orthogonality_penalty())

@@ -344,19 +344,19 @@ def test_failed_write_keeps_the_previous_checkpoint(failing, trained, tmp_path, 
 
 
 def poison_after(monkeypatch, calls: int, poison) -> None:
-    """Make SigmaModule.item_logits return ``poison(logits)`` from the given training call
-    on; evaluation (in eval mode) is left alone."""
-    original = SigmaModule.item_logits
+    """Make the next-item likelihood see ``poison(representation)`` from the given training
+    call on; evaluation (in eval mode) is left alone."""
+    original = SigmaModule.next_item_distribution
     seen = {"training calls": 0}
 
-    def item_logits(self, *args, **kwargs):
-        logits = original(self, *args, **kwargs)
-        if not self.training:
-            return logits
-        seen["training calls"] += 1
-        return poison(logits) if seen["training calls"] >= calls else logits
+    def next_item_distribution(self, representation):
+        if self.training:
+            seen["training calls"] += 1
+            if seen["training calls"] >= calls:
+                representation = poison(representation)
+        return original(self, representation)
 
-    monkeypatch.setattr(SigmaModule, "item_logits", item_logits)
+    monkeypatch.setattr(SigmaModule, "next_item_distribution", next_item_distribution)
 
 
 class NanGradient(torch.autograd.Function):
@@ -372,7 +372,7 @@ class NanGradient(torch.autograd.Function):
 
 
 @pytest.mark.parametrize("poison,needles", [
-    (lambda logits: logits * float("nan"), ["non-finite ELBO", "'next_item'"]),
+    (lambda representation: representation * float("nan"), ["non-finite ELBO", "'next_item'"]),
     (NanGradient.apply, ["non-finite gradient", "item_embedding.weight"]),
 ])
 def test_numerical_fault_stops_training_and_keeps_the_last_good_model(
