@@ -62,13 +62,17 @@ class OutputLayerCategorical(FusedCategorical):
     :func:`~sigma_pyro.nn.output_layer.linear_cross_entropy`, never keeping the logits.
 
     The logits are only materialised if something other than ``log_prob`` of a value of
-    the batch shape asks for them (sampling, ``probs``, enumeration), and under autocast,
-    whose lower-precision matmul the fused function does not use."""
+    the batch shape asks for them (sampling, ``probs``, enumeration). Pyro scores a trace
+    after the model returns, outside any autocast region the model ran in, so the matmul
+    precision is taken from autocast when the distribution is built."""
 
     def __init__(self, features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
                  workspace: LogitsWorkspace, validate_args=None):
         self._features, self._weight, self._bias = features, weight, bias
         self._workspace = workspace
+        device_type = features.device.type
+        self._matmul_dtype = (torch.get_autocast_dtype(device_type)
+                              if torch.is_autocast_enabled(device_type) else features.dtype)
         self._num_events = weight.shape[0]
         dist.TorchDistribution.__init__(self, features.shape[:-1], validate_args=validate_args)
 
@@ -86,10 +90,9 @@ class OutputLayerCategorical(FusedCategorical):
         return super().expand(batch_shape, _instance)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        if (value.shape != self.batch_shape or self._features.dim() != 2
-                or torch.is_autocast_enabled(self._features.device.type)):
+        if value.shape != self.batch_shape or self._features.dim() != 2:
             return super().log_prob(value)
         if self._validate_args:
             self._validate_sample(value)
         return -linear_cross_entropy(self._features, self._weight, self._bias, value.long(),
-                                     self._workspace)
+                                     self._workspace, self._matmul_dtype)
