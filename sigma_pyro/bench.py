@@ -96,10 +96,17 @@ def run_benchmark(config: Config, epochs: int = 3, log=print) -> dict:
             f"{[round(t, 2) for t in times]} s")
         return times
 
+    # The process's peak after each phase: later phases can only raise it, so this shows
+    # which one did.
+    peaks = {}
     pyro_times = svi_epochs(False)
+    peaks["svi"] = peak_rss_mb()
     # Measured in the same run as the float32 epochs, so their ratio is not assembled.
     amp = config.train.mixed_precision
-    amp_times = svi_epochs(True) if amp else None
+    amp_times = None
+    if amp:
+        amp_times = svi_epochs(True)
+        peaks["svi_mixed_precision"] = peak_rss_mb()
 
     optimizer = ClippedAdam(module.parameters(), lr=config.train.lr, clip_norm=config.train.clip_norm)
 
@@ -110,11 +117,13 @@ def run_benchmark(config: Config, epochs: int = 3, log=print) -> dict:
 
     plain_times = [_epoch(plain_step, batches, e, device) for e in range(epochs + 1)][1:]
     log(f"plain PyTorch epochs: {[round(t, 2) for t in plain_times]} s")
+    peaks["plain"] = peak_rss_mb()
 
     module.eval()
     started = time.perf_counter()
     test = rec.evaluate("test")
     eval_seconds = time.perf_counter() - started
+    peaks["evaluation"] = peak_rss_mb()
     flops = _flops_per_epoch(module.train(), batches, config, device)
     epoch_seconds = statistics.median(pyro_times)
     plain_seconds = statistics.median(plain_times)
@@ -137,6 +146,7 @@ def run_benchmark(config: Config, epochs: int = 3, log=print) -> dict:
         "eval_seconds": round(eval_seconds, 3),
         "eval_users": test["num_users"],
         "peak_rss_mb": round(peak_rss_mb(), 1),
+        "peak_rss_mb_after": {phase: round(mb, 1) for phase, mb in peaks.items()},
         "flops_per_epoch": int(flops),
         "achieved_gflops_per_second": round(flops / 1e9 / epoch_seconds, 3),
         "steps_per_epoch": len(batches),

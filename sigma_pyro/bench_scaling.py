@@ -17,10 +17,12 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 
 from sigma_pyro.bench import peak_rss_mb
-from sigma_pyro.config import EvalConfig, ModelConfig
+from sigma_pyro.allocator import retain_freed_memory
+from sigma_pyro.config import Config, EvalConfig, ModelConfig, TrainConfig
 from sigma_pyro.data.batching import TrainingBatches
 from sigma_pyro.evaluation.evaluate import evaluate_module
 from sigma_pyro.module import SigmaModule
+from sigma_pyro.resources import estimate_training_memory
 
 USERS, MEAN_LENGTH, MAX_LENGTH = 2000, 9, 50
 
@@ -34,6 +36,11 @@ def _sequences(num_items: int, seed: int = 0) -> list[np.ndarray]:
     return np.split(items.astype(np.int64), np.cumsum(lengths)[:-1])
 
 
+def _model_config(likelihood: str, negatives: int, hidden_size: int) -> ModelConfig:
+    return ModelConfig(hidden_size=hidden_size, num_heads=4, max_seq_length=MAX_LENGTH,
+                       likelihood=likelihood, negatives=negatives)
+
+
 def measure_one(num_items: int, likelihood: str, negatives: int, batch_size: int,
                 hidden_size: int, steps: int) -> dict:
     """Seconds per SVI step (extrapolated to an epoch), full-ranking evaluation seconds
@@ -41,8 +48,7 @@ def measure_one(num_items: int, likelihood: str, negatives: int, batch_size: int
     torch.manual_seed(0)
     pyro.set_rng_seed(0)
     sequences = _sequences(num_items)
-    config = ModelConfig(hidden_size=hidden_size, num_heads=4, max_seq_length=MAX_LENGTH,
-                         likelihood=likelihood, negatives=negatives)
+    config = _model_config(likelihood, negatives, hidden_size)
     module = SigmaModule(num_items, config)
     counts = torch.bincount(torch.as_tensor(np.concatenate(sequences)), minlength=num_items + 1)
     module.set_sampling_counts(counts[1:].float())
@@ -74,11 +80,12 @@ def measure_one(num_items: int, likelihood: str, negatives: int, batch_size: int
 
 def estimated_peak_mb(num_items: int, likelihood: str, negatives: int, batch_size: int,
                       hidden_size: int) -> float:
-    """Dominant terms: item embeddings with their gradient and two Adam moments, and the
-    logits of a batch's real positions (about three live copies in forward + backward)."""
-    tokens = batch_size * (2 * MEAN_LENGTH - 6)
-    width = num_items if likelihood == "full" else negatives + 1
-    return (4 * num_items * hidden_size * 4 + 3 * tokens * width * 4) / 2**20 + 600
+    """The training memory check's estimate (sigma_pyro.resources) for this configuration."""
+    config = Config(model=_model_config(likelihood, negatives, hidden_size),
+                    train=TrainConfig(batch_size=batch_size))
+    # The training sequences drop the last two items; the inputs drop one more.
+    lengths = [len(s) - 3 for s in _sequences(num_items)]
+    return estimate_training_memory(config, num_items, lengths).total / 2**20
 
 
 def available_mb() -> float:
@@ -125,6 +132,7 @@ def main() -> None:
     parser.add_argument("--hidden-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=5)
     args = parser.parse_args()
+    retain_freed_memory()  # as the command line does for every command
     print(json.dumps(measure_one(args.items, args.likelihood, args.negatives, args.batch_size,
                                  args.hidden_size, args.steps)))
 

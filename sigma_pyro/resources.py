@@ -5,8 +5,8 @@ The estimate counts only the tensors that grow with the batch, the sequence leng
 catalog: the item scores of every real position, the transformers' activations, the
 per-position interests, and the parameters with their gradients and Adam moments. The
 constants were fitted to the peak memory growth of one SVI step on the CPU, which they
-match within about 10% for catalogs of 1k-12k items, hidden sizes 64-128 and batches of
-128-256 sequences of 30-50 items, with either prior.
+match within 5% or overestimate by up to about 30% for catalogs of 3k-12k items, hidden
+size 128 and batches of 128-256 sequences of 30-50 items, with either prior.
 """
 
 from __future__ import annotations
@@ -25,7 +25,11 @@ from sigma_pyro.errors import ConfigError
 
 MEMORY_LIMIT_ENV = "SIGMA_PYRO_MEMORY_LIMIT_MB"
 _FLOAT = 4                      # bytes per float32
-_SCORE_COPIES = 6               # logits, log-softmax, and their gradients and temporaries
+# [scored positions x items] tensors alive at the peak. The full softmax writes its logits
+# and then their gradient into one reused workspace (sigma_pyro.nn.output_layer): measured
+# growth was 1-2 copies. The sampled softmax keeps its logits, their log-softmax, and their
+# gradients and temporaries.
+_SCORE_COPIES = {"full": 2, "sampled": 6}
 _PER_LAYER = 30                 # D-wide tensors per token one pre-norm block keeps for backward
 _OUTSIDE_LAYERS = 6             # D-wide tensors per token outside the blocks (embeddings, z)
 _PER_INTEREST = 22              # D-wide tensors per token and interest (extractor and prior)
@@ -64,14 +68,16 @@ def estimate_training_memory(config: Config, num_items: int,
     layers = m.num_layers + m.decoder_layers
     scored = min(num_items, m.negatives + 1) if m.likelihood == "sampled" else num_items
     activations = (
-        _SCORE_COPIES * scored_tokens * scored
+        _SCORE_COPIES[m.likelihood] * scored_tokens * scored
         + tokens * d * (_PER_LAYER * layers + _OUTSIDE_LAYERS)
         + _KEPT_FOR_BACKWARD * layers * tokens * m.num_heads * length     # attention weights
     )
     if PRIORS[m.prior].requires_interests:
-        # Plus the cosine scores of each sequence's K interests at its last position.
+        # Plus the cosine scores of each sequence's K interests at its last position, for
+        # the sequences of the interest plate's subsample.
+        scored_sequences = min(batch, m.interest_subsample) if m.interest_subsample > 0 else batch
         activations += (_PER_INTEREST * tokens * k * d
-                        + _KEPT_FOR_BACKWARD * batch * k * num_items)
+                        + _KEPT_FOR_BACKWARD * scored_sequences * k * num_items)
     parameters = (num_items + 1) * (d + 1) + layers * 12 * d * d + 2 * m.max_seq_length * d
     evaluation = _KEPT_FOR_BACKWARD * e.eval_batch_size * min(e.item_chunk_size, num_items)
     # Weights, gradients and the two Adam moments. Trace_ELBO runs backward once per particle,

@@ -49,6 +49,10 @@ def test_bench_writes_its_report(tmp_path, capsys):
         assert report[key] > 0, key
     assert report["users"] == 120 and report["eval_users"] == 120
     assert "mixed_precision_epoch_seconds" not in report
+    phases = report["peak_rss_mb_after"]
+    assert list(phases) == ["svi", "plain", "evaluation"]
+    assert sorted(phases.values()) == list(phases.values())    # a peak never falls
+    assert phases["evaluation"] <= report["peak_rss_mb"]
 
     code = main(["bench", "--data", str(data), "--preset", "synthetic", "--hidden-size", "16",
                  "--num-heads", "2", "--batch-size", "32", "--bench-epochs", "1",
@@ -58,6 +62,8 @@ def test_bench_writes_its_report(tmp_path, capsys):
     assert report["mixed_precision"] is True
     assert report["mixed_precision_epoch_seconds"] > 0
     assert report["float32_over_mixed_precision_ratio"] > 0
+    assert list(report["peak_rss_mb_after"]) == ["svi", "svi_mixed_precision", "plain",
+                                                 "evaluation"]
 
 
 def test_scaling_measurement_runs_for_both_likelihoods():
