@@ -3,8 +3,6 @@ FLOPs, and the cost of the Pyro layer against the same objective in plain PyTorc
 
 from __future__ import annotations
 
-import platform
-import resource
 import statistics
 import time
 from pathlib import Path
@@ -21,18 +19,13 @@ from sigma_pyro.data.batching import TrainingBatches
 from sigma_pyro.data.synthetic import SyntheticConfig, generate_synthetic
 from sigma_pyro.plain_elbo import plain_negative_elbo
 from sigma_pyro.precision import autocast_program
+from sigma_pyro.resources import peak_rss_mb
 from sigma_pyro.training import interest_scale, kl_scale
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "Beauty.txt"
 # Beauty's shape, for machines without the file: users, items, and lengths averaging ~8.9.
 BEAUTY_SHAPE = SyntheticConfig(num_users=22363, num_items=12101, num_categories=40,
                                min_length=5, max_length=13, seed=0)
-
-
-def peak_rss_mb() -> float:
-    # ru_maxrss is in KiB on Linux and bytes on macOS.
-    scale = 1 / 1024 if platform.system() == "Linux" else 1 / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
 def _epoch(step_fn, batches, epoch: int, device) -> float:

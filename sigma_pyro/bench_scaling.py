@@ -16,13 +16,12 @@ import pyro
 import torch
 from pyro.infer import SVI, Trace_ELBO
 
-from sigma_pyro.bench import peak_rss_mb
 from sigma_pyro.allocator import retain_freed_memory
 from sigma_pyro.config import Config, EvalConfig, ModelConfig, TrainConfig
 from sigma_pyro.data.batching import TrainingBatches
 from sigma_pyro.evaluation.evaluate import evaluate_module
 from sigma_pyro.module import SigmaModule
-from sigma_pyro.resources import estimate_training_memory
+from sigma_pyro.resources import estimate_training_memory, peak_rss_mb
 
 USERS, MEAN_LENGTH, MAX_LENGTH = 2000, 9, 50
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import platform
+import resource
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -132,3 +134,10 @@ def check_training_memory(config: Config, num_items: int,
 
 def _size(n: int) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def peak_rss_mb() -> float:
+    """The largest resident memory this process has had so far, in MB."""
+    # ru_maxrss is in KiB on Linux and bytes on macOS.
+    scale = 1 / 1024 if platform.system() == "Linux" else 1 / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale

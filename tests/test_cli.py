@@ -73,6 +73,7 @@ def test_train_writes_the_model_folder(trained):
         assert metrics[split]["ndcg@20"] <= metrics[split]["recall@20"] + 1e-9
     assert metrics["epochs_run"] == 2
     assert metrics["best_epoch"] in (1, 2)
+    assert metrics["peak_rss_mb"] > 50      # the process's own peak, torch included
     assert "popularity" in metrics["baselines"]
 
     meta = json.loads((out / "model.json").read_text())

@@ -28,6 +28,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from sigma_pyro.api import SigmaRecommender
     from sigma_pyro.checkpoint import atomic_write_json
+    from sigma_pyro.resources import peak_rss_mb
 
     overrides = config_overrides(args)
     data_given = "path" in overrides.get("data", {})
@@ -49,7 +50,8 @@ def run(args) -> int:
                "baselines": rec.baselines("test"),
                "best_epoch": summary.best_epoch, "epochs_run": summary.epochs_run,
                "stopped_early": summary.stopped_early,
-               "wall_seconds": round(time.perf_counter() - started, 1)}
+               "wall_seconds": round(time.perf_counter() - started, 1),
+               "peak_rss_mb": round(peak_rss_mb(), 1)}
     atomic_write_json(metrics, out / "metrics.json")
     popularity = metrics["baselines"]["popularity"]["ndcg@10"]
     log(f"best epoch {summary.best_epoch}; test " + " ".join(
