@@ -13,6 +13,7 @@ from torch import distributions as td
 from torch.nn import functional as F
 
 from sigma_pyro.data.batching import SequenceBatch
+from sigma_pyro.nn.output_layer import linear_cross_entropy
 
 
 def _prior(module, loc_shape, interests, device):
@@ -54,10 +55,11 @@ def plain_negative_elbo(module, batch: SequenceBatch, kl_scale: float = 1.0,
     kl = (q_z.log_prob(z) - _prior(module, loc.shape, interests, loc.device).log_prob(z))
     loss = loss + kl_scale * kl[mask].sum()
     representation = module.decode(z)[mask]
-    # The same fused output layer as the Pyro model, so that the time ratio compares the
-    # probabilistic-programming layer and nothing else.
-    loss = loss - module.next_item_distribution(representation).log_prob(
-        batch.targets[mask] - 1).sum()
+    # The same fused output layer as the Pyro model's likelihood, so that the time ratio
+    # compares the probabilistic-programming layer and nothing else.
+    loss = loss + linear_cross_entropy(representation, module.item_embedding.weight[1:],
+                                       module.item_bias, batch.targets[mask] - 1,
+                                       module.logits_workspace).sum()
     if interests is not None and module.config.orthogonality_weight > 0:
         loss = loss + (module.config.orthogonality_weight * representation.shape[0]
                        * module.interests.orthogonality_penalty())
