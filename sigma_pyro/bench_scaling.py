@@ -16,7 +16,7 @@ import pyro
 import torch
 from pyro.infer import SVI, Trace_ELBO
 
-from sigma_pyro.allocator import retain_freed_memory
+from sigma_pyro.allocator import configure_process_memory
 from sigma_pyro.config import Config, EvalConfig, ModelConfig, TrainConfig
 from sigma_pyro.data.batching import TrainingBatches
 from sigma_pyro.evaluation.evaluate import evaluate_module
@@ -131,7 +131,7 @@ def main() -> None:
     parser.add_argument("--hidden-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=5)
     args = parser.parse_args()
-    retain_freed_memory()  # as the command line does for every command
+    configure_process_memory()  # as the command line does for every command
     print(json.dumps(measure_one(args.items, args.likelihood, args.negatives, args.batch_size,
                                  args.hidden_size, args.steps)))
 

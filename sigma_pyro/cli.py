@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from sigma_pyro.allocator import retain_freed_memory
+from sigma_pyro.allocator import configure_process_memory
 from sigma_pyro.commands import COMMANDS
 from sigma_pyro.errors import SigmaPyroError
 
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    retain_freed_memory()
+    configure_process_memory()
     try:
         return args.handler(args)
     except SigmaPyroError as err:

@@ -41,9 +41,9 @@ def _stderr(line: str) -> None:
 def _in_worker(threads: int, function: Callable[..., dict], args: tuple, tag: str) -> dict:
     import torch
 
-    from sigma_pyro.allocator import retain_freed_memory
+    from sigma_pyro.allocator import configure_process_memory
 
-    retain_freed_memory()  # a spawned process starts with glibc's defaults again
+    configure_process_memory()  # a spawned process starts with glibc's defaults again
     torch.set_num_threads(threads)
     return recorded_run(function, args, tag, _stderr)
 

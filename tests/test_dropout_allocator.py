@@ -53,3 +53,16 @@ def test_system_allocator_opt_out():
             "print(retain_freed_memory())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_onednn_cache_cap_keeps_a_user_setting():
+    code = ("import os; os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'] = '7'; "
+            "from sigma_pyro.allocator import configure_process_memory; "
+            "configure_process_memory(); print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "7"
+    code = ("import os; os.environ.pop('ONEDNN_PRIMITIVE_CACHE_CAPACITY', None); "
+            "from sigma_pyro.allocator import configure_process_memory; "
+            "configure_process_memory(); print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "64"
