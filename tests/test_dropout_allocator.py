@@ -47,22 +47,24 @@ def test_retain_freed_memory_is_idempotent_and_memory_still_frees():
         del big
 
 
+def _printed_by(code: str) -> str:
+    """What a fresh Python process running ``code`` prints (allocator settings are per
+    process, so each check starts from glibc's and oneDNN's defaults)."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
 def test_system_allocator_opt_out():
-    code = ("import os; os.environ['SIGMA_PYRO_MALLOC'] = 'system'; "
-            "from sigma_pyro.allocator import retain_freed_memory; "
-            "print(retain_freed_memory())")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert _printed_by("import os; os.environ['SIGMA_PYRO_MALLOC'] = 'system'; "
+                       "from sigma_pyro.allocator import retain_freed_memory; "
+                       "print(retain_freed_memory())") == "False"
 
 
-def test_onednn_cache_cap_keeps_a_user_setting():
-    code = ("import os; os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'] = '7'; "
-            "from sigma_pyro.allocator import configure_process_memory; "
-            "configure_process_memory(); print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "7"
-    code = ("import os; os.environ.pop('ONEDNN_PRIMITIVE_CACHE_CAPACITY', None); "
-            "from sigma_pyro.allocator import configure_process_memory; "
-            "configure_process_memory(); print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "64"
+@pytest.mark.parametrize("preset, expected", [("7", "7"), (None, "64")])
+def test_onednn_cache_cap_keeps_a_user_setting(preset, expected):
+    setup = (f"os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'] = '{preset}'" if preset
+             else "os.environ.pop('ONEDNN_PRIMITIVE_CACHE_CAPACITY', None)")
+    assert _printed_by(f"import os; {setup}; "
+                       "from sigma_pyro.allocator import configure_process_memory; "
+                       "configure_process_memory(); "
+                       "print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])") == expected
