@@ -23,11 +23,9 @@ import torch
 from pyro.infer import SVI, JitTrace_ELBO, Trace_ELBO
 
 from sigma_pyro.api import SigmaRecommender
+from sigma_pyro.bench import DEFAULT_DATA
 from sigma_pyro.config import load_config
 from sigma_pyro.data.batching import SequenceBatch, TrainingBatches
-
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "Beauty.txt"
-
 
 def tensor_program(program):
     """The model or guide with tensor arguments only, as ``torch.jit.trace`` needs. Guide
@@ -62,9 +60,7 @@ def main() -> None:
     config = load_config(args.preset, {"data": {"path": str(args.data)}})
     rec = SigmaRecommender(config)
     rec.load_data()
-    batches = TrainingBatches(rec.split.train, config.train.batch_size,
-                              config.model.max_seq_length, seed=0,
-                              max_tokens=config.train.max_batch_tokens)
+    batches = TrainingBatches.for_training(rec.split.train, config)
     shapes = []
     for epoch in range(2):
         batches.set_epoch(epoch)

@@ -71,8 +71,7 @@ def run_benchmark(config: Config, epochs: int = 3, log=print) -> dict:
     dataset, split = rec.dataset, rec.split
     log(f"benchmark data: {source}: {dataset.num_users} users, {dataset.num_items} items")
     module = rec.build_module().to(device).train()
-    batches = TrainingBatches(split.train, config.train.batch_size, config.model.max_seq_length,
-                              seed=config.train.seed, max_tokens=config.train.max_batch_tokens)
+    batches = TrainingBatches.for_training(split.train, config)
     beta, lam = kl_scale(config, 0), interest_scale(config, 0)
 
     pyro.clear_param_store()

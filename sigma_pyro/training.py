@@ -104,9 +104,7 @@ class Trainer:
                   autocast_program(module.guide, self.device, amp), optimizer,
                   (TraceMeanField_ELBO if cfg.train.analytic_kl else Trace_ELBO)(
                       num_particles=cfg.train.num_particles))
-        batches = TrainingBatches(self.split.train, cfg.train.batch_size,
-                                  cfg.model.max_seq_length, seed=cfg.train.seed,
-                                  max_tokens=cfg.train.max_batch_tokens)
+        batches = TrainingBatches.for_training(self.split.train, cfg)
         if len(batches) == 0:
             raise TrainingError("no user has a training sequence of 2 or more items")
         monitor = next(iter(TrainingBatches(self.split.train, min(cfg.train.batch_size, 256),

@@ -75,6 +75,12 @@ class TrainingBatches:
         self.epoch = 0
         self._num_batches = len(self._order())
 
+
+    @classmethod
+    def for_training(cls, train_sequences: list[np.ndarray], config) -> "TrainingBatches":
+        """The batches training uses under ``config`` (a :class:`sigma_pyro.config.Config`)."""
+        return cls(train_sequences, config.train.batch_size, config.model.max_seq_length,
+                   seed=config.train.seed, max_tokens=config.train.max_batch_tokens)
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 

@@ -50,10 +50,13 @@ def _score_dtype(logits: torch.Tensor) -> torch.dtype:
     return torch.promote_types(logits.dtype, torch.float32)
 
 
+def _chunk_rows(logits: torch.Tensor) -> int:
+    return max(1, _CHUNK_ELEMENTS // max(1, logits.shape[1]))
+
+
 def _logsumexp_rows(logits: torch.Tensor) -> torch.Tensor:
-    rows = max(1, _CHUNK_ELEMENTS // max(1, logits.shape[1]))
     return torch.cat([torch.logsumexp(chunk.to(_score_dtype(chunk)), dim=1)
-                      for chunk in logits.split(rows)])
+                      for chunk in logits.split(_chunk_rows(logits))])
 
 
 def _softmax_gradient_(logits, log_normaliser, grad_nll, targets) -> torch.Tensor:
@@ -63,7 +66,7 @@ def _softmax_gradient_(logits, log_normaliser, grad_nll, targets) -> torch.Tenso
         grad = grad_nll.unsqueeze(1)
         logits.sub_(log_normaliser.unsqueeze(1)).exp_().mul_(grad)
         return logits.scatter_add_(1, targets.unsqueeze(1), -grad)
-    rows = max(1, _CHUNK_ELEMENTS // max(1, logits.shape[1]))
+    rows = _chunk_rows(logits)
     for chunk, normaliser, grad, target in zip(
             logits.split(rows), log_normaliser.split(rows), grad_nll.split(rows),
             targets.split(rows)):
