@@ -18,5 +18,5 @@ class SemanticMixturePrior(LatentPrior):
 
     def forward(self, inputs: PriorInputs):
         interests = inputs.interests
-        components = dist.Normal(interests.loc, interests.scale).to_event(1)
+        components = dist.Normal(interests.component_loc, interests.scale).to_event(1)
         return dist.MixtureSameFamily(dist.Categorical(probs=interests.intensity), components)

@@ -32,5 +32,5 @@ class UniformInterestMixturePrior(LatentPrior):
         # -inf logits give inactive interests exactly zero weight (probs would be clamped
         # to a tiny positive value by Categorical).
         logits = torch.zeros_like(interests.intensity).masked_fill(~active, float("-inf"))
-        components = dist.Normal(interests.loc, interests.scale).to_event(1)
+        components = dist.Normal(interests.component_loc, interests.scale).to_event(1)
         return dist.MixtureSameFamily(dist.Categorical(logits=logits), components)

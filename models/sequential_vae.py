@@ -6,33 +6,40 @@ For each sequence b and position t (plates ``sequences`` x ``positions``, paddin
     x_b,t+1 ~ Categorical(softmax(decoder(z_b,<=t)_t . E^T + bias))     site "next_item"
 
 (the ``deterministic`` variant has no ``z`` site: z_bt is the encoder mean, handed over by
-the guide), and, when the prior is built from user interests (the MIE-VAE part), at each sequence's
-last position T (the interests of the whole training prefix, as in the authors' MIE loss):
+the guide). When the prior is built from user interests (the MIE-VAE part), the interests
+I_bt = (mu_btk, sigma_btk, pi_btk) are a deterministic, causal function of x_b,<=t, and
 
-    h_bk ~ N(0, I)                             site "interests", scaled by the interest weight
-    x_b,T+1 ~ Categorical(max_k cos(h_bk, E) / tau)                site "interest_next_item"
-    factor -w * ||C C^T - I||^2 / K^2 per token                    site "orthogonality"
+    x_b,t+1 ~ Categorical(max_k cos(mu_btk, E) / tau)   site "interest_next_item", weight lambda
+    factor -w_o * ||C C^T - I||^2 / K^2                  site "orthogonality"  } each per token,
+    factor -w_b * std/mean of batch-mean intensities     site "balance"        } so a weight means
+    factor -w_s * mean assignment entropy                site "sharpness"      } what it would in
+                                                                                 a per-token loss
+so the whole objective is one ELBO (plus weighted auxiliary terms) that Trace_ELBO
+estimates. The interest means are deterministic, not latent: scoring a *sample* of a
+latent interest under a KL to N(0, I) made the ELBO optimum the prior itself (means of norm
+~0.05 under unit noise), so the head predicted at chance and the mixture was one Gaussian.
+Their spread lives where SIGMA uses it, in the mixture components of z's prior, whose scales
+the KL of z learns.
 
-so the whole objective is one ELBO that Trace_ELBO estimates. The next-item site is computed
-only at real (non-padding) positions, gathered into a ``tokens`` plate first: most positions
-of a padded batch are padding, and the full softmax dominates the cost. For catalogs where
-the full softmax does not fit, ``likelihood: sampled`` replaces it with a sampled softmax
-over popularity-sampled negatives with the log-Q correction, still as the ``next_item``
-observation site. The interest
-likelihood scores K vectors per position, so it is kept to the last position, where it costs
-about as much as the main likelihood instead of K times it.
+The next-item site is computed only at real (non-padding) positions, gathered into a
+``tokens`` plate first: most positions of a padded batch are padding, and the full softmax
+dominates the cost. For catalogs where the full softmax does not fit, ``likelihood:
+sampled`` replaces it with a sampled softmax over popularity-sampled negatives with the
+log-Q correction, still as the ``next_item`` observation site. The interest head scores K
+vectors per position, so it runs on a subsample of ``interest_subsample`` positions a batch
+(Pyro scales it up to an unbiased estimate).
 """
 
 from __future__ import annotations
 
 import pyro
-import pyro.distributions as dist
 import torch
 from pyro import poutine
 
 from sigma_pyro.data.batching import SequenceBatch
 from sigma_pyro.models.priors import PriorInputs
 from sigma_pyro.nn.distributions import FusedCategorical
+from sigma_pyro.nn.interests import Interests, balance_penalty, sharpness_penalty
 
 
 class SequentialVAEModel:
@@ -44,22 +51,12 @@ class SequentialVAEModel:
         pyro.module("sigma", module)
         num_sequences, length = batch.items.shape
         mask = batch.mask
-        prior_needs_interests = module.prior.requires_interests
-        interests = batch.handoff.pop("interests", None) if prior_needs_interests else None
-        if prior_needs_interests and interests is None:
-            interests = module.extract_interests(batch.items, mask)
+        interests = (module.extract_interests(batch.items, mask)
+                     if module.prior.requires_interests else None)
 
         targets = batch.targets[mask] - 1                # internal ids 1..N -> classes 0..N-1
         if interests is not None:
-            with module.interest_plate(num_sequences) as rows:
-                last = mask[rows].sum(dim=1) - 1
-                last_loc = interests.loc[rows, last].unsqueeze(1)        # [b, 1, K, D]
-                with poutine.scale(scale=interest_scale):
-                    h = pyro.sample("interests", dist.Normal(torch.zeros_like(last_loc), 1.0)
-                                    .to_event(2))
-                    pyro.sample("interest_next_item",
-                                FusedCategorical(logits=module.interest_logits(h)),
-                                obs=batch.targets[rows, last].unsqueeze(1) - 1)
+            self.interest_head(batch, interests, interest_scale)
         if module.prior.stochastic:
             with pyro.plate("sequences", num_sequences, dim=-2):
                 with pyro.plate("positions", length, dim=-1):
@@ -82,8 +79,36 @@ class SequentialVAEModel:
             else:
                 pyro.sample("next_item", module.next_item_distribution(representation),
                             obs=targets)
-        if interests is not None and module.config.orthogonality_weight > 0:
-            # Weighted per token so the weight means the same as in per-token losses.
-            penalty = module.interests.orthogonality_penalty()
-            pyro.factor("orthogonality",
-                        -module.config.orthogonality_weight * targets.shape[0] * penalty)
+        if interests is not None:
+            self.interest_penalties(interests, mask, targets.shape[0])
+
+    def interest_head(self, batch: SequenceBatch, interests: Interests, scale: float) -> None:
+        """The MIE likelihood: each scored position's interests predict its next item."""
+        module = self.module
+        mask = batch.mask
+        if module.config.interest_positions == "last":
+            rows = torch.arange(mask.shape[0], device=mask.device)
+            last = mask.sum(dim=1) - 1
+            loc, targets = interests.loc[rows, last], batch.targets[rows, last] - 1
+        else:
+            loc, targets = interests.loc[mask], batch.targets[mask] - 1     # [M, K, D], [M]
+        with module.interest_plate(targets.shape[0]) as chosen, poutine.scale(scale=scale):
+            pyro.sample("interest_next_item",
+                        FusedCategorical(logits=module.interest_logits(loc[chosen])),
+                        obs=targets[chosen])
+
+    def interest_penalties(self, interests: Interests, mask: torch.Tensor, tokens: int) -> None:
+        config = self.module.config
+        extractor = self.module.interests
+        rows = torch.arange(mask.shape[0], device=mask.device)
+        last = mask.sum(dim=1) - 1
+        penalties = {
+            "orthogonality": (config.orthogonality_weight, extractor.orthogonality_penalty),
+            "balance": (config.balance_weight,
+                        lambda: balance_penalty(interests.intensity[rows, last])),
+            "sharpness": (config.sharpness_weight,
+                          lambda: sharpness_penalty(interests.assignment, mask)),
+        }
+        for name, (weight, penalty) in penalties.items():
+            if weight > 0:
+                pyro.factor(name, -weight * tokens * penalty())

@@ -24,6 +24,7 @@ from sigma_pyro.data.interactions import Interactions
 from sigma_pyro.data.loading import read_configured_data
 from sigma_pyro.errors import CheckpointError, ConfigError, DataError
 from sigma_pyro.evaluation.evaluate import evaluate_module
+from sigma_pyro.evaluation.interest_head import interest_summary
 from sigma_pyro.evaluation.ranking import PopularityRecommender, evaluate_ranking
 from sigma_pyro.module import SigmaModule
 from sigma_pyro.predict import PosteriorScorer, last_position_representation, top_k
@@ -118,15 +119,24 @@ class SigmaRecommender:
     def evaluate(self, split: str = "test") -> dict:
         """Full-ranking metrics on ``valid`` or ``test`` of the loaded data."""
         module = self._require_module()
-        data = self.split
-        if split == "valid":
-            histories, targets = data.valid_history, data.valid_target
-        elif split == "test":
-            histories, targets = data.test_history, data.test_target
-        else:
-            raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
+        histories, targets = self._split_arrays(split)
         return evaluate_module(module, histories, targets, self.config.eval,
                                self.config.model.max_seq_length, self.config.train.device)
+
+    def interest_summary(self, split: str = "valid") -> dict | None:
+        """Health of the multi-interest part on a split (see
+        :func:`sigma_pyro.evaluation.interest_head.interest_summary`); None without one."""
+        histories, targets = self._split_arrays(split)
+        return interest_summary(self._require_module(), histories, targets, self.config.eval,
+                                self.config.model.max_seq_length, self.config.train.device)
+
+    def _split_arrays(self, split: str):
+        data = self.split
+        if split == "valid":
+            return data.valid_history, data.valid_target
+        if split == "test":
+            return data.test_history, data.test_target
+        raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
 
     def baselines(self, split: str = "test") -> dict[str, dict]:
         """Reference points for the metrics: popularity (counts over the histories of the

@@ -45,11 +45,16 @@ class ModelConfig:
     attention_dropout: float = 0.0
     max_seq_length: int = 50
     num_interests: int = 4
-    assignment_temperature: float = 1.0
+    assignment_temperature: float = 0.1   # initial temperature of the cosine assignments
+    learn_assignment_temperature: bool = True
     interest_temperature: float = 0.1
+    interest_embedding: str = "separate"  # item vectors of the MIE part: separate|projected|shared
+    interest_positions: str = "all"    # interest head scores every real position, or "last"
+    interest_subsample: int = 128      # positions per batch scoring their interests (0: all)
     orthogonality_weight: float = 0.01
+    balance_weight: float = 0.1        # per token: std / mean of batch-averaged intensities
+    sharpness_weight: float = 0.01     # per token: mean entropy of the item assignments
     train_prototypes: bool = True
-    interest_subsample: int = 64       # sequences per batch scoring their interests (0: all)
     pseudo_inputs: int = 32            # VampPrior: number of learnable pseudo-sequences
     likelihood: str = "full"           # full softmax, or "sampled" for very large catalogs
     negatives: int = 1000              # popularity-sampled negatives per batch (sampled only)
@@ -64,7 +69,7 @@ class TrainConfig:
     clip_norm: float = 10.0
     num_particles: int = 1
     analytic_kl: bool = False          # closed-form KL of z (TraceMeanField_ELBO); normal prior only
-    kl_cap: float = 0.2
+    kl_cap: float = 0.05               # weight of z's summed KL per real token, after the ramp
     kl_anneal_steps: int = 10000
     interest_weight_start: float = 0.2
     interest_weight_end: float = 0.001
@@ -151,6 +156,8 @@ class Config:
                         "max_batch_tokens": t.max_batch_tokens,
                         "kl_anneal_steps": t.kl_anneal_steps, "patience": t.patience,
                         "orthogonality_weight": m.orthogonality_weight, "kcore": self.data.kcore,
+                        "balance_weight": m.balance_weight,
+                        "sharpness_weight": m.sharpness_weight,
                         "interest_weight_decay": t.interest_weight_decay,
                         "posterior_samples": e.posterior_samples, "clip_norm": t.clip_norm}
         for name, value in non_negative.items():
@@ -170,6 +177,12 @@ class Config:
         if early_stop_cutoff(t.early_stop_metric) is None and t.early_stop_metric != "mrr":
             raise ConfigError(f"{flag('early_stop_metric')} {t.early_stop_metric!r} must be "
                               "recall@K, ndcg@K or mrr")
+        if m.interest_embedding not in ("shared", "projected", "separate"):
+            raise ConfigError(f"--interest-embedding must be shared, projected or separate, "
+                              f"got {m.interest_embedding!r}")
+        if m.interest_positions not in ("all", "last"):
+            raise ConfigError(f"--interest-positions must be all or last, got "
+                              f"{m.interest_positions!r}")
         if m.likelihood not in ("full", "sampled"):
             raise ConfigError(f"--likelihood must be full or sampled, got {m.likelihood!r}")
         if m.likelihood == "sampled" and m.negatives < 1:

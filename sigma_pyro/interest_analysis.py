@@ -96,7 +96,7 @@ def item_clusters(module) -> np.ndarray | None:
     items = torch.arange(1, module.num_items + 1, device=module.item_embedding.weight.device)
     with _evaluating(module):
         if module.interests is not None:
-            assignment = module.interests.assign(module.item_embedding(items))
+            assignment = module.interests.assign(module.interest_item_vectors(items))
             labels = assignment.argmax(dim=-1).cpu().numpy()
         else:
             mixture = _shared_mixture(module)

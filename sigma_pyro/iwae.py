@@ -11,9 +11,9 @@ models: a better prior leaves less of the ELBO's gap between the posterior and i
 The weights are read off Pyro traces (guide traced, model replayed) with unannealed scales.
 What is scored: every next item of the sequence's last ``max_length + 1`` items, given the
 items before it (the model's window), with the latent z at every position. The interest
-sites of SIGMA's MIE part are left out by default: they score the last item a second time,
-under a latent h that neither z's prior nor the main likelihood depends on, so including
-them would change what is being measured from one prior to the next. A model trained with
+site of SIGMA's MIE part is left out by default: it scores the next items a second time,
+with a head that the main likelihood does not use, so including it would change what is
+being measured from one prior to the next. A model trained with
 the sampled softmax (``likelihood: sampled``) is scored with the exact categorical: the
 sampled one is a training device whose value depends on the negatives drawn.
 """
@@ -32,15 +32,15 @@ from pyro.distributions import Unit
 from sigma_pyro.data.batching import SequenceBatch, TrainingBatches
 
 MAIN_SITES = ("z", "next_item")
-INTEREST_SITES = ("interests", "interest_next_item")
+INTEREST_SITES = ("interest_next_item",)
 
 
 def _per_sequence(site, mask: torch.Tensor) -> torch.Tensor:
     """A site's log-density summed per sequence, [B]."""
     log_prob = site["log_prob"]
     rows = mask.shape[0]
-    if log_prob.dim() == 1:
-        # The tokens plate: real positions in row-major order of the mask.
+    if log_prob.dim() == 1 and log_prob.shape[0] == int(mask.sum()):
+        # The tokens plates: real positions in row-major order of the mask.
         owner = mask.nonzero(as_tuple=True)[0]
         return torch.zeros(rows, dtype=log_prob.dtype, device=log_prob.device).index_add_(
             0, owner, log_prob)

@@ -58,11 +58,21 @@ class SigmaModule(nn.Module):
                                          config.max_seq_length, config.hidden_dropout,
                                          config.attention_dropout)
         self.prior = build_prior(config)
+        self.interest_embedding = None
         self.interests = (
             InterestExtractor(d, config.num_interests, config.assignment_temperature,
-                              trainable_prototypes=config.train_prototypes)
+                              trainable_prototypes=config.train_prototypes,
+                              learn_temperature=config.learn_assignment_temperature)
             if self.prior.requires_interests else None
         )
+        if self.interests is not None and config.interest_embedding != "shared":
+            # The interest head's cosine geometry pulls item vectors into clusters, which
+            # fights the main head's dot-product geometry when both use one table.
+            self.interest_embedding = (
+                nn.Linear(d, d) if config.interest_embedding == "projected"
+                else nn.Embedding(num_items + 1, d, padding_idx=0))
+            if config.interest_embedding == "separate":
+                nn.init.normal_(self.interest_embedding.weight, std=0.02)
         self.logits_workspace = LogitsWorkspace()
         self.model = SequentialVAEModel(self)
         self.guide = TransformerEncoderGuide(self)
@@ -128,22 +138,32 @@ class SigmaModule(nn.Module):
         return logits.masked_fill(
             torch.cat([torch.zeros_like(accidental[:, :1]), accidental], dim=-1), float("-inf"))
 
-    def interest_plate(self, num_sequences: int):
-        """The plate of the interest sites (one per sequence, at its last position). While
-        training it subsamples ``interest_subsample`` sequences, scaled up by Pyro to an
-        unbiased estimate: each costs a [K x items] score matrix, as much as K positions of
-        the main likelihood. The guide draws the indices and the model replays them."""
+    def interest_plate(self, num_positions: int):
+        """The plate of the interest head's scored positions. While training it subsamples
+        ``interest_subsample`` of them, scaled up by Pyro to an unbiased estimate: each costs
+        a [K x items] score matrix, K times a position of the main likelihood."""
         size = self.config.interest_subsample
-        subsample = size if self.training and 0 < size < num_sequences else None
-        return pyro.plate("interest_sequences", num_sequences, subsample_size=subsample, dim=-2)
+        subsample = size if self.training and 0 < size < num_positions else None
+        return pyro.plate("interest_tokens", num_positions, subsample_size=subsample)
+
+    def interest_item_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        """The vectors [..., D] the multi-interest part sees for internal item ids."""
+        if isinstance(self.interest_embedding, nn.Embedding):
+            return self.interest_embedding(items)
+        vectors = self.item_embedding(items)
+        return vectors if self.interest_embedding is None else self.interest_embedding(vectors)
 
     def extract_interests(self, items: torch.Tensor, mask: torch.Tensor) -> Interests:
-        return self.interests(self.item_embedding(items), mask)
+        return self.interests(self.interest_item_vectors(items), mask)
 
-    def interest_logits(self, interest_vectors: torch.Tensor) -> torch.Tensor:
-        """Next-item scores from K interest vectors [M, K, D]: the best-matching interest
-        decides, by cosine similarity over a temperature (the MIE-VAE scoring rule)."""
-        items = F.normalize(self.item_embedding.weight[1:], dim=-1)
+    def interest_logits(self, interest_vectors: torch.Tensor, start: int = 1,
+                        stop: int | None = None) -> torch.Tensor:
+        """Scores of internal items start..stop-1 from K interest vectors [M, K, D]: the
+        best-matching interest decides, by cosine similarity over a temperature (the MIE-VAE
+        scoring rule)."""
+        stop = self.num_items + 1 if stop is None else stop
+        ids = torch.arange(start, stop, device=interest_vectors.device)
+        items = F.normalize(self.interest_item_vectors(ids), dim=-1)
         cosine = F.normalize(interest_vectors, dim=-1) @ items.T
         # max() back-propagates through the winning interest only; amax() would split
         # gradients over ties and costs several times more.

@@ -34,9 +34,9 @@ def _unscaled(site) -> torch.Tensor:
 def elbo_terms(module, batch: SequenceBatch, kl_scale: float = 1.0,
                interest_scale: float = 1.0) -> dict[str, float]:
     """``nll`` (next item) and ``kl_z`` (one-sample estimate of KL(q(z)||p(z))) per real
-    position; when present, ``interest_kl`` and ``interest_nll`` per sequence (those sites
-    live at each sequence's last position) and ``orthogonality``; ``loss`` is the annealed
-    negative ELBO being optimised, per real position."""
+    position; when present, ``interest_nll`` per position the interest head scored, and the
+    weighted ``orthogonality``, ``balance`` and ``sharpness`` penalties per real position;
+    ``loss`` is the annealed negative ELBO being optimised, per real position."""
     model_trace, guide_trace = traces(module, batch, kl_scale, interest_scale)
     tokens = batch.num_tokens
     terms = {"loss": 0.0}
@@ -51,14 +51,13 @@ def elbo_terms(module, batch: SequenceBatch, kl_scale: float = 1.0,
     terms["kl_z"] = (0.0 if "z" not in model_trace.nodes else
                      (_unscaled(guide_trace.nodes["z"]) - _unscaled(model_trace.nodes["z"])).item()
                      / tokens)
-    if "interests" in model_trace.nodes:
-        # Per sequence that the (possibly subsampled) interest plate scored.
-        sequences = model_trace.nodes["interests"]["value"].shape[0]
-        terms["interest_kl"] = (_unscaled(guide_trace.nodes["interests"])
-                                - _unscaled(model_trace.nodes["interests"])).item() / sequences
-        terms["interest_nll"] = -_unscaled(model_trace.nodes["interest_next_item"]).item() / sequences
-    if "orthogonality" in model_trace.nodes:
-        terms["orthogonality"] = -model_trace.nodes["orthogonality"]["log_prob_sum"].item() / tokens
+    if "interest_next_item" in model_trace.nodes:
+        # Per position that the (possibly subsampled) interest plate scored.
+        site = model_trace.nodes["interest_next_item"]
+        terms["interest_nll"] = -_unscaled(site).item() / site["value"].numel()
+    for name in ("orthogonality", "balance", "sharpness"):
+        if name in model_trace.nodes:
+            terms[name] = -model_trace.nodes[name]["log_prob_sum"].item() / tokens
     return terms
 
 

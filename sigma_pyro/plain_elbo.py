@@ -13,13 +13,14 @@ from torch import distributions as td
 from torch.nn import functional as F
 
 from sigma_pyro.data.batching import SequenceBatch
+from sigma_pyro.nn.interests import balance_penalty, sharpness_penalty
 from sigma_pyro.nn.output_layer import linear_cross_entropy
 
 
 def _prior(module, loc_shape, interests, device):
     if interests is None:
         return td.Independent(td.Normal(torch.zeros(loc_shape, device=device), 1.0), 1)
-    components = td.Independent(td.Normal(interests.loc, interests.scale), 1)
+    components = td.Independent(td.Normal(interests.component_loc, interests.scale), 1)
     return td.MixtureSameFamily(td.Categorical(probs=interests.intensity), components)
 
 
@@ -31,27 +32,14 @@ def plain_negative_elbo(module, batch: SequenceBatch, kl_scale: float = 1.0,
         raise ValueError("the plain objective covers the normal and sigma priors with the "
                          "full-softmax likelihood")
     mask = batch.mask
-    num_sequences = mask.shape[0]
     loc, scale = module.encode(batch.items)
+    q_z = td.Independent(td.Normal(loc, scale), 1)
+    z = q_z.rsample()
     loss = torch.zeros((), device=loc.device)
     interests = None
     if module.prior.requires_interests:
         interests = module.extract_interests(batch.items, mask)
-        rows = torch.arange(num_sequences, device=mask.device)
-        size = module.config.interest_subsample
-        if module.training and 0 < size < num_sequences:
-            # As SigmaModule.interest_plate: a random subset, scaled up to the whole batch.
-            rows = torch.randperm(num_sequences, device=mask.device)[:size]
-            interest_scale = interest_scale * num_sequences / size
-        last = mask[rows].sum(dim=1) - 1
-        q_h = td.Independent(td.Normal(interests.loc[rows, last], interests.scale[rows, last]), 2)
-        h = q_h.rsample()
-        p_h = td.Independent(td.Normal(torch.zeros_like(h), 1.0), 2)
-        interest_nll = F.cross_entropy(module.interest_logits(h), batch.targets[rows, last] - 1,
-                                       reduction="sum")
-        loss = loss + interest_scale * ((q_h.log_prob(h) - p_h.log_prob(h)).sum() + interest_nll)
-    q_z = td.Independent(td.Normal(loc, scale), 1)
-    z = q_z.rsample()
+        loss = loss + interest_scale * _interest_nll(module, batch, interests)
     kl = (q_z.log_prob(z) - _prior(module, loc.shape, interests, loc.device).log_prob(z))
     loss = loss + kl_scale * kl[mask].sum()
     representation = module.decode(z)[mask]
@@ -60,7 +48,33 @@ def plain_negative_elbo(module, batch: SequenceBatch, kl_scale: float = 1.0,
     loss = loss + linear_cross_entropy(representation, module.item_embedding.weight[1:],
                                        module.item_bias, batch.targets[mask] - 1,
                                        module.logits_workspace).sum()
-    if interests is not None and module.config.orthogonality_weight > 0:
-        loss = loss + (module.config.orthogonality_weight * representation.shape[0]
-                       * module.interests.orthogonality_penalty())
+    if interests is not None:
+        loss = loss + representation.shape[0] * _penalties(module, interests, mask)
     return loss
+
+
+def _interest_nll(module, batch: SequenceBatch, interests) -> torch.Tensor:
+    """As SequentialVAEModel.interest_head: a random subset of positions while training,
+    scaled up to all of them."""
+    mask = batch.mask
+    if module.config.interest_positions == "last":
+        rows = torch.arange(mask.shape[0], device=mask.device)
+        last = mask.sum(dim=1) - 1
+        loc, targets = interests.loc[rows, last], batch.targets[rows, last] - 1
+    else:
+        loc, targets = interests.loc[mask], batch.targets[mask] - 1
+    size, total = module.config.interest_subsample, targets.shape[0]
+    weight = 1.0
+    if module.training and 0 < size < total:
+        chosen = torch.randperm(total, device=mask.device)[:size]
+        loc, targets, weight = loc[chosen], targets[chosen], total / size
+    return weight * F.cross_entropy(module.interest_logits(loc), targets, reduction="sum")
+
+
+def _penalties(module, interests, mask: torch.Tensor) -> torch.Tensor:
+    config, extractor = module.config, module.interests
+    rows = torch.arange(mask.shape[0], device=mask.device)
+    last = mask.sum(dim=1) - 1
+    return (config.orthogonality_weight * extractor.orthogonality_penalty()
+            + config.balance_weight * balance_penalty(interests.intensity[rows, last])
+            + config.sharpness_weight * sharpness_penalty(interests.assignment, mask))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -75,3 +76,33 @@ def top_k(scorer, num_items: int, k: int, item_chunk_size: int,
         best_scores, order = scores.topk(min(k, scores.shape[1]), dim=1)
         best_items = items.gather(1, order)
     return best_scores, best_items
+
+
+@torch.no_grad()
+def last_position_interests(module, histories: list[np.ndarray], max_length: int, device):
+    """The user's interests after each history (the last position's), as ``Interests`` with
+    [B, K(, D)] fields, and the [B, L, K] assignments of the history's items."""
+    items = pad_right(histories, max_length).to(device)
+    mask = items != 0
+    rows, last = torch.arange(items.shape[0], device=device), mask.sum(dim=1) - 1
+    interests = module.extract_interests(items, mask)
+    at_last = type(interests)(*(getattr(interests, f.name)[rows, last]
+                                for f in dataclasses.fields(interests)))
+    return at_last, interests.assignment[mask]
+
+
+class InterestScorer:
+    """The ranking code's item scorer for SIGMA's interest head alone: an item's score is its
+    best cosine similarity to one of the user's interest means, over the temperature."""
+
+    def __init__(self, module, interest_loc: torch.Tensor):
+        self.module = module
+        self.interest_loc = interest_loc                                   # [B, K, D]
+
+    @classmethod
+    def for_histories(cls, module, histories: list[np.ndarray], max_length: int, device):
+        return cls(module, last_position_interests(module, histories, max_length, device)[0].loc)
+
+    @torch.no_grad()
+    def __call__(self, start: int, stop: int) -> torch.Tensor:
+        return self.module.interest_logits(self.interest_loc, start, stop)

@@ -75,11 +75,13 @@ def estimate_training_memory(config: Config, num_items: int,
         + _KEPT_FOR_BACKWARD * layers * tokens * m.num_heads * length     # attention weights
     )
     if PRIORS[m.prior].requires_interests:
-        # Plus the cosine scores of each sequence's K interests at its last position, for
-        # the sequences of the interest plate's subsample.
-        scored_sequences = min(batch, m.interest_subsample) if m.interest_subsample > 0 else batch
+        # Plus the cosine scores of K interests at each position the interest head scores
+        # (its subsample of the real positions, or of the last ones).
+        scored = scored_tokens if m.interest_positions == "all" else batch
+        if m.interest_subsample > 0:
+            scored = min(scored, m.interest_subsample)
         activations += (_PER_INTEREST * tokens * k * d
-                        + _KEPT_FOR_BACKWARD * scored_sequences * k * num_items)
+                        + _KEPT_FOR_BACKWARD * scored * k * num_items)
     parameters = (num_items + 1) * (d + 1) + layers * 12 * d * d + 2 * m.max_seq_length * d
     evaluation = _KEPT_FOR_BACKWARD * e.eval_batch_size * min(e.item_chunk_size, num_items)
     # Weights, gradients and the two Adam moments. Trace_ELBO runs backward once per particle,

@@ -42,6 +42,7 @@ class EpochRecord:
     kl_scale: float
     interest_scale: float
     seconds: float
+    interest_valid: dict[str, float] = field(default_factory=dict)  # the interest head alone
 
 
 @dataclass
@@ -54,16 +55,17 @@ class TrainingSummary:
 
 
 def kl_scale(config: Config, step: int) -> float:
-    """Scale of the z site: beta_t / D, with beta_t ramping linearly up to ``kl_cap``.
+    """Scale of the z site: beta_t, ramping linearly up to ``kl_cap``.
 
-    ``kl_cap`` weighs the KL per latent dimension, as the ContrastVAE code averages it over
-    dimensions; a cap of 0.2 on the summed KL would make z collapse to the prior before the
-    decoder learns anything (measured: no better than popularity on the synthetic data).
+    The scale multiplies the KL of z summed over its dimensions at each real position, so
+    ``kl_cap`` is in ELBO units: a cap of 1 is the true ELBO, and a cap of 0.05 weighs a
+    nat of KL per token at 1/20 of a nat of next-item likelihood. (Until 0.2 this was
+    divided by the latent size, which left the prior a weight of ~0.0016 a token: no say.)
     The ramp starts at one step's worth, since poutine.scale needs a positive scale.
     """
     t = config.train
     ramp = 1.0 if t.kl_anneal_steps == 0 else min(1.0, (step + 1) / t.kl_anneal_steps)
-    return t.kl_cap * ramp / config.model.hidden_size
+    return t.kl_cap * ramp
 
 
 def interest_scale(config: Config, epoch: int) -> float:
@@ -171,9 +173,14 @@ class Trainer:
             terms = elbo_terms(module, monitor, kl_scale(cfg, step), lam)
             valid = evaluate_module(module, self.split.valid_history, self.split.valid_target,
                                     eval_config, cfg.model.max_seq_length, self.device)
+            interest_valid = {} if module.interests is None else evaluate_module(
+                module, self.split.valid_history, self.split.valid_target,
+                dataclasses.replace(eval_config, ks=[20], posterior_samples=0),
+                cfg.model.max_seq_length, self.device, head="interests")
             epoch += 1
             record = EpochRecord(epoch, step, total_loss / total_tokens, terms, valid,
-                                 kl_scale(cfg, step), lam, time.perf_counter() - started)
+                                 kl_scale(cfg, step), lam, time.perf_counter() - started,
+                                 interest_valid)
             history.append(record)
             improved = valid[metric] > best
             if improved:
@@ -247,4 +254,6 @@ class Trainer:
         return (f"epoch {r.epoch:3d} step {r.step:6d} loss/token={r.loss:.4f} [{terms}] "
                 f"beta={r.kl_scale:.2e} lambda={r.interest_scale:.4f} "
                 f"valid {metric}={r.valid[metric]:.4f} recall@20={r.valid.get('recall@20', float('nan')):.4f} "
-                f"{r.seconds:.1f}s{' *' if improved else ''}")
+                + (f"interest-head ndcg@20={r.interest_valid['ndcg@20']:.4f} "
+                   if r.interest_valid else "")
+                + f"{r.seconds:.1f}s{' *' if improved else ''}")

@@ -34,7 +34,7 @@ def test_beauty_preset_values():
     assert c.model.hidden_dropout == 0.3
     assert c.model.hidden_size == 128 and c.model.num_heads == 4 and c.model.num_interests == 4
     assert c.train.kl_anneal_steps == 10000
-    assert c.train.kl_cap == 0.2 and c.train.lr == 0.001 and c.train.batch_size == 256
+    assert c.train.kl_cap == 0.0016 and c.train.lr == 0.001 and c.train.batch_size == 256
 
 
 def test_office_preset_values():

@@ -69,8 +69,8 @@ def test_netcdf_round_trip_has_the_documented_groups_dims_and_shapes(diagnosed, 
     k = post.sizes["interest"]
     assert post["z"].dims == ("chain", "draw", "user", "latent")
     assert post["z"].shape == (1, SAMPLES, USERS, HIDDEN)
-    assert post["interests"].dims == ("chain", "draw", "user", "interest", "latent")
-    assert post["interests"].shape == (1, SAMPLES, USERS, k, HIDDEN)
+    # The interests are deterministic given the history: no posterior variable of their own.
+    assert "interests" not in post
     for name in ("mixture_weights", "responsibility"):
         assert post[name].dims == ("chain", "draw", "user", "interest")
         np.testing.assert_allclose(post[name].sum("interest"), 1.0, atol=1e-5)
@@ -165,7 +165,11 @@ def test_draws_are_seeded_and_leave_the_global_rng_alone(model_dir):
 def test_calibration_on_a_predictive_calibrated_by_construction():
     generator = torch.Generator().manual_seed(0)
     users, items = 4000, 50
-    probs = torch.distributions.Dirichlet(torch.full((items,), 0.3)).sample((users,))
+    # Dirichlet.sample takes no generator: a seeded, forked global RNG keeps the test
+    # independent of the tests that ran before it.
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        probs = torch.distributions.Dirichlet(torch.full((items,), 0.3)).sample((users,))
     targets = torch.multinomial(probs, 1, generator=generator).squeeze(1) + 1
     no_history = torch.zeros(users, 1, dtype=torch.long)
     noise = torch.rand(users, generator=generator)

@@ -85,10 +85,10 @@ def test_trace_sites_and_shapes(prior):
     expected_model = {"z", "next_item"}
     expected_guide = {"z"}
     if prior == "sigma":
-        # The interest plate records its subsample indices as a site of its own.
-        expected_model |= {"interests", "interest_next_item", "orthogonality",
-                           "interest_sequences"}
-        expected_guide |= {"interests", "interest_sequences"}
+        # The interest plate records its subsample indices as a site of its own. The
+        # interests are deterministic: no latent site in either program.
+        expected_model |= {"interest_next_item", "orthogonality", "balance", "sharpness",
+                           "interest_tokens"}
     assert set(model_sites) == expected_model
     assert set(guide_sites) == expected_guide
 
@@ -114,22 +114,16 @@ def test_trace_sites_and_shapes(prior):
     assert math.isfinite(next_item["log_prob_sum"].item())
 
     if prior == "sigma":
-        interests = model_trace.nodes["interests"]
-        assert tuple(interests["fn"].batch_shape) == (num_sequences, 1)
-        assert tuple(interests["fn"].event_shape) == (K, HIDDEN)
-        assert interests["scale"] == pytest.approx(INTEREST_SCALE)
-        assert guide_trace.nodes["interests"]["scale"] == pytest.approx(INTEREST_SCALE)
         observed = model_trace.nodes["interest_next_item"]
-        rows = torch.arange(num_sequences)
-        last = batch.mask.sum(1) - 1
         assert observed["is_observed"]
-        # The interest likelihood predicts the item after each sequence's last real input.
-        assert torch.equal(observed["value"].squeeze(1), batch.targets[rows, last] - 1)
+        # The interest head predicts the next item at every real position.
+        assert tuple(observed["fn"].batch_shape) == (batch.num_tokens,)
+        assert torch.equal(observed["value"], batch.targets[batch.mask] - 1)
         assert observed["scale"] == pytest.approx(INTEREST_SCALE)
 
 
 @pytest.mark.parametrize("prior", ["sigma", "normal"])
-def test_guide_interests_use_last_real_position(prior):
+def test_guide_is_the_encoder(prior):
     module = make_module(prior).eval()
     batch = make_batch(seed=4)
     _, guide_trace = get_traces(module, batch)
@@ -137,12 +131,23 @@ def test_guide_interests_use_last_real_position(prior):
     fn = guide_trace.nodes["z"]["fn"].base_dist.base_dist
     torch.testing.assert_close(fn.loc, loc)
     torch.testing.assert_close(fn.scale, scale)
-    if prior == "sigma":
-        interests = module.extract_interests(batch.items, batch.mask)
-        rows, last = torch.arange(batch.items.shape[0]), batch.mask.sum(1) - 1
-        q = guide_trace.nodes["interests"]["fn"].base_dist
-        torch.testing.assert_close(q.loc.squeeze(1), interests.loc[rows, last])
-        torch.testing.assert_close(q.scale.squeeze(1), interests.scale[rows, last])
+
+
+@pytest.mark.parametrize("positions", ["all", "last"])
+def test_interest_head_scores_the_causal_interest_means(positions):
+    module = make_module("sigma", interest_positions=positions).eval()
+    batch = make_batch(seed=4)
+    model_trace, _ = get_traces(module, batch)
+    interests = module.extract_interests(batch.items, batch.mask)
+    rows, last = torch.arange(batch.items.shape[0]), batch.mask.sum(1) - 1
+    if positions == "all":
+        loc, targets = interests.loc[batch.mask], batch.targets[batch.mask] - 1
+    else:
+        loc, targets = interests.loc[rows, last], batch.targets[rows, last] - 1
+    observed = model_trace.nodes["interest_next_item"]
+    torch.testing.assert_close(observed["fn"].logits,
+                               torch.log_softmax(module.interest_logits(loc), dim=-1))
+    assert torch.equal(observed["value"], targets)
 
 
 # -- masking ------------------------------------------------------------------------------
@@ -200,10 +205,6 @@ def pinned_guide(module, batch: SequenceBatch, garbage: float | None = None):
     if garbage is not None:
         z[~batch.mask] = garbage
     trace.nodes["z"]["value"] = z
-    if module.prior.requires_interests:
-        interests = module.extract_interests(batch.items, batch.mask)
-        rows, last = torch.arange(batch.items.shape[0]), batch.mask.sum(1) - 1
-        trace.nodes["interests"]["value"] = interests.loc[rows, last].unsqueeze(1).detach()
     return poutine.replay(module.guide, trace=trace)
 
 
@@ -247,12 +248,10 @@ def test_elbo_terms_match_trace_elbo():
     terms = elbo_terms(module, batch, KL_SCALE, INTEREST_SCALE)
     assert terms["loss"] * batch.num_tokens == pytest.approx(loss, rel=1e-4)
     assert terms["nll"] > 0 and terms["interest_nll"] > 0
-    # The annealed loss per token is nll + beta * kl_z + orthogonality (per token) plus
-    # lambda * (interest terms), which are reported per sequence.
-    per_token = batch.items.shape[0] / batch.num_tokens
-    recombined = (terms["nll"] + KL_SCALE * terms["kl_z"]
-                  + INTEREST_SCALE * (terms["interest_kl"] + terms["interest_nll"]) * per_token
-                  + terms["orthogonality"])
+    # The annealed loss per token is nll + beta * kl_z + lambda * interest_nll (every real
+    # position scored in eval mode) + the weighted penalties, each per token.
+    recombined = (terms["nll"] + KL_SCALE * terms["kl_z"] + INTEREST_SCALE * terms["interest_nll"]
+                  + terms["orthogonality"] + terms["balance"] + terms["sharpness"])
     assert recombined == pytest.approx(terms["loss"], rel=1e-4, abs=1e-5)
 
 
@@ -270,7 +269,7 @@ def test_mixture_prior_log_prob_matches_manual_logsumexp():
     assert isinstance(prior, dist.MixtureSameFamily)
     z = torch.randn(B, L, HIDDEN, generator=torch.Generator().manual_seed(0))
     log_w = torch.log(interests.intensity / interests.intensity.sum(-1, keepdim=True))
-    components = torch.distributions.Normal(interests.loc, interests.scale).log_prob(
+    components = torch.distributions.Normal(interests.component_loc, interests.scale).log_prob(
         z.unsqueeze(-2)).sum(-1)                                          # [B, L, K]
     manual = torch.logsumexp(log_w + components, dim=-1)
     torch.testing.assert_close(prior.log_prob(z), manual, rtol=1e-5, atol=1e-4)
@@ -367,20 +366,44 @@ def test_zero_orthogonality_weight_drops_the_factor():
     assert "orthogonality" not in model_trace.nodes
 
 
-def test_interest_subsample_is_replayed_and_scaled():
+def test_interest_subsample_is_scaled_and_off_in_eval():
     rng = np.random.default_rng(0)
     seqs = [rng.integers(1, 21, size=rng.integers(3, 8)) for _ in range(10)]
     batch = next(iter(TrainingBatches(seqs, 10, 8, shuffle=False)))
     module = SigmaModule(20, ModelConfig(hidden_size=8, num_heads=2, max_seq_length=8,
                                          interest_subsample=4)).train()
-    guide_trace = poutine.trace(module.guide).get_trace(batch, 0.1, 0.2)
-    model_trace = poutine.trace(poutine.replay(module.model, trace=guide_trace)).get_trace(
-        batch, 0.1, 0.2)
-    drawn = guide_trace.nodes["interest_sequences"]["value"]
-    assert drawn.shape == (4,)
-    assert torch.equal(model_trace.nodes["interest_sequences"]["value"], drawn)
-    # 4 of 10 sequences stand in for all 10: Pyro scales their terms by 10 / 4.
-    assert float(model_trace.nodes["interest_next_item"]["scale"]) == pytest.approx(0.2 * 10 / 4)
+    model_trace = poutine.trace(module.model).get_trace(batch, 0.1, 0.2)
+    drawn = model_trace.nodes["interest_tokens"]["value"]
+    assert drawn.shape == (4,) and len(set(drawn.tolist())) == 4
+    observed = model_trace.nodes["interest_next_item"]
+    assert torch.equal(observed["value"], (batch.targets[batch.mask] - 1)[drawn])
+    # 4 of the real positions stand in for all of them: Pyro scales their terms up.
+    assert float(observed["scale"]) == pytest.approx(0.2 * batch.num_tokens / 4)
     module.eval()
-    full = poutine.trace(module.guide).get_trace(batch, 0.1, 0.2)
-    assert full.nodes["interests"]["value"].shape[0] == 10
+    full = poutine.trace(module.model).get_trace(batch, 0.1, 0.2)
+    assert full.nodes["interest_next_item"]["value"].shape[0] == batch.num_tokens
+
+
+def test_balance_and_sharpness_penalties():
+    from sigma_pyro.nn.interests import balance_penalty, sharpness_penalty
+
+    assert balance_penalty(torch.full((5, 4), 0.25)).item() == pytest.approx(0.0, abs=1e-7)
+    lopsided = torch.tensor([[1.0, 0.0, 0.0, 0.0]]).expand(5, 4)
+    # usage (1, 0, 0, 0): std sqrt(3)/4 over mean 1/4.
+    assert balance_penalty(lopsided).item() == pytest.approx(3 ** 0.5, rel=1e-5)
+    mask = torch.tensor([[True, True, False]])
+    hard = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]])
+    assert sharpness_penalty(hard, mask).item() == pytest.approx(0.0, abs=1e-6)
+    flat = torch.full((1, 3, 2), 0.5)
+    assert sharpness_penalty(flat, mask).item() == pytest.approx(math.log(2), rel=1e-5)
+
+    module = make_module("sigma", balance_weight=0.3, sharpness_weight=0.7).eval()
+    batch = make_batch(seed=8)
+    model_trace, _ = get_traces(module, batch)
+    interests = module.extract_interests(batch.items, batch.mask)
+    rows, last = torch.arange(batch.items.shape[0]), batch.mask.sum(1) - 1
+    expected = {"balance": 0.3 * balance_penalty(interests.intensity[rows, last]),
+                "sharpness": 0.7 * sharpness_penalty(interests.assignment, batch.mask)}
+    for name, value in expected.items():
+        factor = model_trace.nodes[name]["log_prob_sum"].item()
+        assert factor == pytest.approx(-batch.num_tokens * value.item(), rel=1e-5), name

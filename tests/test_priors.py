@@ -73,7 +73,7 @@ def test_prior_shapes_and_trace(prior):
     site = model_trace.nodes["z"]
     assert tuple(site["fn"].batch_shape) == tuple(batch.items.shape)
     assert (site["log_prob"][~batch.mask] == 0).all()
-    assert ("interests" in model_trace.nodes) == PRIORS[prior].requires_interests
+    assert ("interest_next_item" in model_trace.nodes) == PRIORS[prior].requires_interests
 
 
 @pytest.mark.parametrize("prior", ALL_PRIORS)
@@ -143,7 +143,7 @@ def test_sigma_uniform_weighs_active_interests_equally():
     expected = torch.tensor([[[0.5, 0.5, 0.0], [1.0, 0.0, 0.0], [1 / 3, 1 / 3, 1 / 3],
                               [0.0, 0.0, 1.0]]])
     loc, scale = torch.randn(1, 4, K, HIDDEN), torch.rand(1, 4, K, HIDDEN) + 0.1
-    interests = Interests(torch.zeros_like(intensity), intensity, loc, scale)
+    interests = Interests(torch.zeros_like(intensity), intensity, loc, loc, scale)
     # The -inf logits of inactive interests must pass Pyro's argument checks.
     with pyro.validation_enabled(True):
         p = module.prior(PriorInputs((1, 4), HIDDEN, interests, torch.device("cpu"), module))

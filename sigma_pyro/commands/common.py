@@ -18,7 +18,10 @@ HELP = {
     "analytic_kl": "closed-form KL of z (TraceMeanField_ELBO); only with --prior normal",
     "pseudo_inputs": "number of learnable pseudo-sequences of the vamp prior",
     "epochs": "maximum number of epochs (early stopping usually ends sooner)",
-    "kl_cap": "final weight of the KL of z per latent dimension (linear ramp)",
+    "kl_cap": "final weight of the KL of z (summed over dimensions) per real position, "
+              "reached by a linear ramp; 1 is the plain ELBO",
+    "interest_positions": "positions whose interests the interest head scores: all or last",
+    "interest_subsample": "positions per batch scored by the interest head (0: all)",
     "ks": "cut-offs K for Recall@K and NDCG@K, e.g. 5,10,20,40",
     "posterior_samples": "0 scores with the posterior mean of z; S > 0 averages S predictives",
     "mask_history": "exclude items already in the history from the ranking (default on)",

@@ -52,6 +52,9 @@ def run(args) -> int:
                "stopped_early": summary.stopped_early,
                "wall_seconds": round(time.perf_counter() - started, 1),
                "peak_rss_mb": round(peak_rss_mb(), 1)}
+    interests = rec.interest_summary("valid")
+    if interests is not None:
+        metrics["interests"] = interests
     atomic_write_json(metrics, out / "metrics.json")
     popularity = metrics["baselines"]["popularity"]["ndcg@10"]
     log(f"best epoch {summary.best_epoch}; test " + " ".join(

@@ -37,10 +37,9 @@ _CHUNK_FLOATS = 2**25
 @dataclass
 class ModelDraws:
     """Per user (U) and draw (S) of one model. Mixture fields are None for a prior that is
-    not a mixture; ``interests`` is None for a prior that does not use interests."""
+    not a mixture."""
 
     z: np.ndarray                        # [U, S, D] z at the last position
-    interests: np.ndarray | None         # [U, S, K, D] guide draws of the interest vectors
     mixture_weights: np.ndarray | None   # [U, K] prior mixture weights at the last position
     component_scale: np.ndarray | None   # [U, K] mean scale of each prior component
     responsibility: np.ndarray | None    # [U, S, K] posterior share of each component in z_s
@@ -153,7 +152,8 @@ def _mixture_at(mixture, rows: torch.Tensor, last: torch.Tensor, z_last: torch.T
 
 def _per_row(site, rows: int, token_rows: torch.Tensor) -> torch.Tensor:
     log_prob = site["log_prob"]
-    if any(frame.name == "tokens" for frame in site["cond_indep_stack"]):
+    # Sites of the tokens plates hold one entry per real position, in row-major order.
+    if log_prob.dim() == 1 and log_prob.shape[0] == token_rows.shape[0]:
         return torch.zeros(rows, dtype=log_prob.dtype, device=log_prob.device).index_add_(
             0, token_rows, log_prob)
     return log_prob.reshape(rows, -1).sum(-1)
@@ -164,7 +164,7 @@ def _per_user_sites(trace):
     # z nor the user: a constant in every log weight, which self-normalisation cancels.
     for name, site in trace.nodes.items():
         if site["type"] == "sample" and not site_is_subsample(site) and any(
-                frame.name in ("sequences", "tokens") for frame in site["cond_indep_stack"]):
+                frame.name in ("sequences", "tokens", "interest_tokens") for frame in site["cond_indep_stack"]):
             yield name, site
 
 
@@ -197,7 +197,8 @@ def _draw_chunk(module, sequences: list[np.ndarray], max_length: int, samples: i
     # The interest head (SIGMA's MIE term) observes the last target too.
     heldout_terms = heldout.clone()
     if "interest_next_item" in model_trace.nodes:
-        heldout_terms += _per_row(model_trace.nodes["interest_next_item"], rows, token_rows)
+        interest = model_trace.nodes["interest_next_item"]["log_prob"]
+        heldout_terms += interest[last_token] if interest.shape[0] != rows else interest
     z = guide_trace.nodes["z"]["value"]
     z_last = z[row_index, last]
     kl_last = (guide_trace.nodes["z"]["log_prob"][row_index, last]
@@ -217,8 +218,6 @@ def _draw_chunk(module, sequences: list[np.ndarray], max_length: int, samples: i
         "calibration": score_users(log_predictive, held_out_items, histories, ks, mask_history,
                                    torch.rand(users)),
     }
-    if "interests" in guide_trace.nodes:
-        out["interests"] = per_draw(guide_trace.nodes["interests"]["value"].squeeze(1))
     prior = model_trace.nodes["z"]["fn"]
     mixture = _mixture(prior)
     if mixture is None:
@@ -257,7 +256,7 @@ def draw_posterior(module, sequences: list[np.ndarray], max_length: int, num_sam
         return torch.cat([c[key] for c in chunks]).numpy().astype(dtype)
 
     return ModelDraws(
-        z=stacked("z", np.float32), interests=stacked("interests", np.float32),
+        z=stacked("z", np.float32),
         mixture_weights=stacked("mixture_weights"), component_scale=stacked("component_scale"),
         responsibility=stacked("responsibility"),
         component_separation=stacked("component_separation"),

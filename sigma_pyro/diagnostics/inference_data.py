@@ -37,17 +37,12 @@ def build_inference_data(draws: list, psis: list, user_ids: list[str], held_out:
     dims = {"z": ["user", "latent"], "next_item": ["user"], "lp": ["user"], "log_q": ["user"],
             "log_weight": ["user"], "kl_last": ["user"]}
     posterior = {"z": _draw_major([d.z for d in draws])}
-    if first.interests is not None:
-        posterior["interests"] = _draw_major([d.interests for d in draws])
-        dims["interests"] = ["user", "interest", "latent"]
     if first.mixture_weights is not None:
         coords["interest"] = np.arange(first.mixture_weights.shape[1])
         posterior["mixture_weights"] = _draw_major(
             [np.repeat(d.mixture_weights[:, None], samples, axis=1) for d in draws])
         posterior["responsibility"] = _draw_major([d.responsibility for d in draws])
         dims["mixture_weights"] = dims["responsibility"] = ["user", "interest"]
-    elif first.interests is not None:
-        coords["interest"] = np.arange(first.interests.shape[2])
     idata = az.from_dict(
         posterior=posterior,
         posterior_predictive={"next_item": _draw_major([d.predicted for d in draws])},

@@ -20,8 +20,9 @@ import numpy as np
 
 USE_THRESHOLD = 0.1
 COLLAPSE_NATS_PER_DIM = 0.01
-# Component means closer than this many component scales (per dimension) overlap.
-OVERLAP_SEPARATION = 0.5
+# Component means closer than one component scale (RMS per dimension) overlap: their
+# densities are then one bump, not K.
+OVERLAP_SEPARATION = 1.0
 # Prior weights are "near uniform" when their effective number exceeds this share of K.
 UNIFORM_SHARE = 0.9
 

@@ -112,7 +112,7 @@ def diagnose(recommender_or_model_dir, out_dir, num_users: int = 500, num_sample
     calibration = summarise(first.calibration)
 
     config = rec.config
-    kl_weight = config.train.kl_cap / config.model.hidden_size
+    kl_weight = config.train.kl_cap
     settings = {"users": len(sequences), "samples": num_samples, "seed": seed,
                 "prior": config.model.prior, "latent_dim": first.latent_dim,
                 "kl_weight": kl_weight}

@@ -37,7 +37,7 @@ def psis_verdict(psis: dict, guide_scale: float, prior_scale: float, kl_weight: 
     narrow = guide_scale < NARROW_RATIO * prior_scale
     reason = (f" Its draws are much narrower than the prior (sd of z {_num(guide_scale)} "
               f"against the prior's {_num(prior_scale)}): trained with a KL weight of "
-              f"{_num(kl_weight)} per latent dimension instead of 1, the guide is not meant to "
+              f"{_num(kl_weight)} per token instead of 1, the guide is not meant to "
               f"match the unannealed posterior, which importance sampling measures."
               if narrow else "")
     if share >= 0.5:

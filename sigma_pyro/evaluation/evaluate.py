@@ -8,15 +8,22 @@ import torch
 from sigma_pyro.config import EvalConfig
 from sigma_pyro.data.batching import pad_right
 from sigma_pyro.evaluation.ranking import evaluate_ranking
-from sigma_pyro.predict import PosteriorScorer, last_position_representation
+from sigma_pyro.predict import InterestScorer, PosteriorScorer, last_position_representation
+
+HEADS = ("next_item", "interests")
 
 
 def evaluate_module(module, histories: list[np.ndarray], targets: np.ndarray,
-                    config: EvalConfig, max_length: int, device="cpu") -> dict:
+                    config: EvalConfig, max_length: int, device="cpu",
+                    head: str = "next_item") -> dict:
     """Recall@K, NDCG@K and MRR of ``targets`` given ``histories`` over the full catalog.
 
-    The model sees the last ``max_length`` history items; masking uses the whole history.
+    ``head="interests"`` ranks with SIGMA's interest head alone (max over the user's
+    interests of the cosine score) instead of the decoder. The model sees the last
+    ``max_length`` history items; masking uses the whole history.
     """
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
     was_training = module.training
     module.eval()
     # Users in order of history length, so each chunk pads to nearly its own length; the
@@ -29,6 +36,8 @@ def evaluate_module(module, histories: list[np.ndarray], targets: np.ndarray,
     targets_tensor = torch.as_tensor(targets, dtype=torch.long)
 
     def scorer(users: slice):
+        if head == "interests":
+            return InterestScorer.for_histories(module, histories[users], max_length, device)
         representation = last_position_representation(
             module, histories[users], max_length, device, config.posterior_samples)
         return PosteriorScorer(module, representation, config.item_chunk_size)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -9,39 +10,56 @@ from torch import nn
 from torch.nn import functional as F
 
 _MIN_SCALE = 1e-3
+# A learnable temperature could otherwise run to zero (hard assignments, no gradient).
+_MIN_TEMPERATURE = 0.02
 
 
 @dataclass
 class Interests:
     """Per sequence and position t, the user's K interests from items up to t.
 
-    ``intensity`` [B, L, K] sums to one over K (the mixture weights); ``loc`` and ``scale``
-    [B, L, K, D] are each interest's Gaussian; ``assignment`` [B, L, K] is each item's soft
-    membership of the K hyper-categories.
+    ``intensity`` [B, L, K] sums to one over K (the mixture weights); ``loc`` [B, L, K, D] is
+    each interest's mean in the item space of the MIE part (what the interest head scores);
+    ``component_loc`` and ``scale`` [B, L, K, D] are its Gaussian component of z's prior;
+    ``assignment`` [B, L, K] is each item's soft membership of the K hyper-categories (zero
+    at padding).
     """
 
     assignment: torch.Tensor
     intensity: torch.Tensor
     loc: torch.Tensor
+    component_loc: torch.Tensor
     scale: torch.Tensor
 
 
 class InterestExtractor(nn.Module):
     """Soft-assigns items to K unit-norm prototypes and aggregates them causally.
 
+    The assignment is a softmax of cosine similarities over a temperature. Cosine, not dot
+    products: item embeddings start with norms near 0.2, so dot products with unit
+    prototypes are all near zero and every assignment starts (and stays) uniform. The
+    temperature is learned (in log space, floored) unless ``learn_temperature`` is off.
+
+    Each interest's mean is mapped affinely into z's space for its mixture component: the
+    MIE part's item vectors and the encoder's z are different spaces, and without the map
+    the components sit where no posterior z is, so their learned scales grow to cover the
+    gap and the K components blur into one Gaussian.
+
     The interests at position t are prefix sums over positions <= t, so the mixture prior of
     z_t never sees the item z_t must predict (the public SIGMA code aggregates the whole
     sequence, which leaks future items into the prior).
     """
 
-    def __init__(self, hidden_size: int, num_interests: int, temperature: float = 1.0,
-                 trainable_prototypes: bool = True):
+    def __init__(self, hidden_size: int, num_interests: int, temperature: float = 0.1,
+                 trainable_prototypes: bool = True, learn_temperature: bool = True):
         super().__init__()
-        self.temperature = temperature
         prototypes = torch.empty(num_interests, hidden_size)
         # Orthogonal initialisation starts at the penalty's minimum.
         nn.init.orthogonal_(prototypes)
         self.raw_prototypes = nn.Parameter(prototypes, requires_grad=trainable_prototypes)
+        self.log_temperature = nn.Parameter(torch.tensor(math.log(temperature)),
+                                            requires_grad=learn_temperature)
+        self.to_latent = nn.Linear(hidden_size, hidden_size)
         self.log_variance = nn.Sequential(
             nn.Linear(2 * hidden_size, hidden_size), nn.Tanh(), nn.Linear(hidden_size, hidden_size)
         )
@@ -49,6 +67,10 @@ class InterestExtractor(nn.Module):
     @property
     def prototypes(self) -> torch.Tensor:
         return F.normalize(self.raw_prototypes, dim=-1)
+
+    @property
+    def temperature(self) -> torch.Tensor:
+        return self.log_temperature.exp().clamp_min(_MIN_TEMPERATURE)
 
     def orthogonality_penalty(self) -> torch.Tensor:
         """||C C^T - I||_F^2 / K^2 on the unit-norm prototypes."""
@@ -58,14 +80,15 @@ class InterestExtractor(nn.Module):
 
     def assign(self, item_vectors: torch.Tensor) -> torch.Tensor:
         """Soft assignment of item embeddings [..., D] to prototypes, [..., K]."""
-        return torch.softmax(item_vectors @ self.prototypes.T / self.temperature, dim=-1)
+        cosine = F.normalize(item_vectors.float(), dim=-1) @ self.prototypes.float().T
+        return torch.softmax(cosine / self.temperature, dim=-1)
 
     def forward(self, item_vectors: torch.Tensor, mask: torch.Tensor) -> Interests:
         """``item_vectors`` [B, L, D] embeddings of the input items, ``mask`` [B, L]."""
         # float32 throughout, also under mixed precision: these parameterise densities.
         item_vectors = item_vectors.float()
         weights = mask.unsqueeze(-1).float()
-        assignment = self.assign(item_vectors).float() * weights
+        assignment = self.assign(item_vectors) * weights
         mass = assignment.cumsum(dim=1)                                   # [B, L, K]
         count = weights.cumsum(dim=1).clamp_min(1.0)                      # [B, L, 1]
         intensity = mass / count
@@ -75,4 +98,22 @@ class InterestExtractor(nn.Module):
         log_var = self.log_variance(torch.cat([prototypes, loc], dim=-1)).float().clamp(-10.0, 5.0)
         scale = (0.5 * log_var).exp() + _MIN_SCALE
         # Numerically empty interests keep a valid (tiny) weight so log-densities stay finite.
-        return Interests(assignment, intensity.clamp_min(1e-8), loc, scale)
+        return Interests(assignment, intensity.clamp_min(1e-8), loc, self.to_latent(loc).float(),
+                         scale)
+
+
+def balance_penalty(intensity: torch.Tensor) -> torch.Tensor:
+    """Coefficient of variation (std / mean) over K of the batch-averaged intensities
+    ``intensity`` [B, K]: zero when every prototype carries the same share of the batch, so
+    no prototype dies and none takes every item."""
+    usage = intensity.mean(dim=0)
+    return usage.std(unbiased=False) / usage.mean().clamp_min(1e-8)
+
+
+def sharpness_penalty(assignment: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean entropy (nats) of the real items' assignments [B, L, K]: zero when each item
+    belongs to one prototype, ln K when it is spread evenly. The authors' code uses a
+    cross-entropy against each assignment's own argmax; the entropy pushes the same way,
+    without a non-differentiable target."""
+    p = assignment[mask].clamp_min(1e-12)
+    return -(p * p.log()).sum(dim=-1).mean()

@@ -1,0 +1,65 @@
+"""Is SIGMA's multi-interest part alive? Measurements of the interest head and of the
+assignments on a split, as ``train`` records them in metrics.json under ``"interests"``."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from sigma_pyro.config import EvalConfig
+from sigma_pyro.evaluation.evaluate import evaluate_module
+from sigma_pyro.predict import last_position_interests
+
+
+@torch.no_grad()
+def interest_summary(module, histories: list[np.ndarray], targets: np.ndarray,
+                     config: EvalConfig, max_length: int, device="cpu") -> dict | None:
+    """None for a prior without interests, else:
+
+    - ``nll_per_sequence``: the interest head's NLL of each target over the full catalog
+      (whatever likelihood trained it), mean over users; ``chance_nll`` = ln(num_items);
+    - ``valid``: the interest head alone as a recommender (``ndcg@20``, ``recall@20``), the
+      same full ranking with history masking as the main head;
+    - ``median_max_assignment``: median over the histories' items of their largest
+      assignment (1/K when flat, 1 when hard);
+    - ``items_per_prototype_min_share``: share of the catalog in the smallest prototype
+      (each item in its argmax prototype);
+    - ``intensity_entropy_mean``: mean over users of the entropy (nats) of their interest
+      intensities after the history (ln K when uniform).
+    """
+    if module.interests is None:
+        return None
+    was_training = module.training
+    module.eval()
+    try:
+        nll, assignments, entropies = [], [], []
+        for start in range(0, len(histories), config.eval_batch_size):
+            chunk = histories[start: start + config.eval_batch_size]
+            at_last, assignment = last_position_interests(module, chunk, max_length, device)
+            logits = module.interest_logits(at_last.loc)
+            target = torch.as_tensor(np.asarray(targets[start: start + len(chunk)]) - 1,
+                                     device=logits.device)
+            nll.append(F.cross_entropy(logits.float(), target, reduction="none").cpu())
+            assignments.append(assignment.max(dim=-1).values.cpu())
+            p = at_last.intensity.clamp_min(1e-12)
+            entropies.append(-(p * p.log()).sum(dim=-1).cpu())
+        catalog = module.interest_item_vectors(
+            torch.arange(1, module.num_items + 1, device=module.item_embedding.weight.device))
+        owners = module.interests.assign(catalog).argmax(dim=-1)
+        sizes = torch.bincount(owners, minlength=module.config.num_interests)
+        ranking = evaluate_module(module, histories, targets,
+                                  dataclasses.replace(config, ks=[20], posterior_samples=0),
+                                  max_length, device, head="interests")
+    finally:
+        module.train(was_training)
+    return {"nll_per_sequence": float(torch.cat(nll).mean()),
+            "chance_nll": math.log(module.num_items),
+            "valid": {"ndcg@20": ranking["ndcg@20"], "recall@20": ranking["recall@20"]},
+            "median_max_assignment": float(torch.cat(assignments).median()),
+            "items_per_prototype_min_share": float(sizes.min()) / module.num_items,
+            "intensity_entropy_mean": float(torch.cat(entropies).mean()),
+            "assignment_temperature": float(module.interests.temperature)}
