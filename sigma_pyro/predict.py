@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -81,14 +80,11 @@ def top_k(scorer, num_items: int, k: int, item_chunk_size: int,
 @torch.no_grad()
 def last_position_interests(module, histories: list[np.ndarray], max_length: int, device):
     """The user's interests after each history (the last position's), as ``Interests`` with
-    [B, K(, D)] fields, and the [B, L, K] assignments of the history's items."""
+    [B, K(, D)] fields, and the [M, K] assignments of the histories' M items."""
     items = pad_right(histories, max_length).to(device)
     mask = items != 0
-    rows, last = torch.arange(items.shape[0], device=device), mask.sum(dim=1) - 1
-    interests = module.extract_interests(items, mask)
-    at_last = type(interests)(*(getattr(interests, f.name)[rows, last]
-                                for f in dataclasses.fields(interests)))
-    return at_last, interests.assignment[mask]
+    interests = module.interests.at_last(module.interest_item_vectors(items), mask)
+    return interests, interests.assignment[mask]
 
 
 class InterestScorer:

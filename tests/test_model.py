@@ -384,6 +384,18 @@ def test_interest_subsample_is_scaled_and_off_in_eval():
     assert full.nodes["interest_next_item"]["value"].shape[0] == batch.num_tokens
 
 
+def test_interests_at_last_equal_the_prefix_interests_at_the_last_position():
+    module = make_module("sigma").eval()
+    batch = make_batch(seed=9)
+    vectors = module.interest_item_vectors(batch.items)
+    every = module.interests(vectors, batch.mask)
+    last = module.interests.at_last(vectors, batch.mask)
+    rows, position = torch.arange(batch.items.shape[0]), batch.mask.sum(1) - 1
+    for name in ("intensity", "loc", "component_loc", "scale"):
+        torch.testing.assert_close(getattr(last, name), getattr(every, name)[rows, position],
+                                   rtol=1e-5, atol=1e-5, msg=name)
+
+
 def test_balance_and_sharpness_penalties():
     from sigma_pyro.nn.interests import balance_penalty, sharpness_penalty
 

@@ -91,15 +91,30 @@ class InterestExtractor(nn.Module):
         assignment = self.assign(item_vectors) * weights
         mass = assignment.cumsum(dim=1)                                   # [B, L, K]
         count = weights.cumsum(dim=1).clamp_min(1.0)                      # [B, L, 1]
-        intensity = mass / count
         weighted = (assignment.unsqueeze(-1) * item_vectors.unsqueeze(-2)).cumsum(dim=1)
-        loc = weighted / mass.unsqueeze(-1).clamp_min(1e-6)               # [B, L, K, D]
+        return self._gaussians(assignment, mass, count, weighted)
+
+    def at_last(self, item_vectors: torch.Tensor, mask: torch.Tensor) -> Interests:
+        """The interests after each whole history, ``forward(...)`` at the last real
+        position only ([B, K(, D)] fields; ``assignment`` stays [B, L, K]), without the L
+        times larger prefix tensors: what ranking with the interest head needs."""
+        item_vectors = item_vectors.float()
+        weights = mask.unsqueeze(-1).float()
+        assignment = self.assign(item_vectors) * weights
+        weighted = torch.einsum("blk,bld->bkd", assignment, item_vectors)
+        return self._gaussians(assignment, assignment.sum(dim=1),
+                               weights.sum(dim=1).clamp_min(1.0), weighted)
+
+    def _gaussians(self, assignment, mass, count, weighted) -> Interests:
+        """Intensities and components from the assignment mass [..., K], the item count
+        [..., 1] and the assignment-weighted item sums [..., K, D]."""
+        loc = weighted / mass.unsqueeze(-1).clamp_min(1e-6)
         prototypes = self.prototypes.expand(loc.shape)
         log_var = self.log_variance(torch.cat([prototypes, loc], dim=-1)).float().clamp(-10.0, 5.0)
         scale = (0.5 * log_var).exp() + _MIN_SCALE
         # Numerically empty interests keep a valid (tiny) weight so log-densities stay finite.
-        return Interests(assignment, intensity.clamp_min(1e-8), loc, self.to_latent(loc).float(),
-                         scale)
+        return Interests(assignment, (mass / count).clamp_min(1e-8), loc,
+                         self.to_latent(loc).float(), scale)
 
 
 def balance_penalty(intensity: torch.Tensor) -> torch.Tensor:
