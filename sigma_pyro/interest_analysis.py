@@ -143,10 +143,15 @@ def synthetic_labels(dataset, synthetic) -> tuple[np.ndarray, np.ndarray]:
 def planted_recovery(module, dataset, synthetic, histories: list[np.ndarray],
                      max_length: int) -> dict[str, float]:
     """NMI between learned and planted item categories and user interests, each with its
-    chance level; NaN for a prior without clusters."""
+    chance level (NaN for a prior without clusters), and ``nmi_users_oracle``, the user NMI
+    that the planted item categories themselves reach from the same histories."""
     categories, strongest = synthetic_labels(dataset, synthetic)
     out = dict.fromkeys(("nmi_items", "nmi_items_chance", "nmi_users", "nmi_users_chance"),
                         float("nan"))
+    # The ceiling of the user NMI: the majority planted category of each history, what a
+    # model that knew every item's category would call the user's strongest interest.
+    majority = np.array([np.bincount(categories[h]).argmax() for h in histories])
+    out["nmi_users_oracle"] = normalized_mutual_information(majority, strongest)
     items = item_clusters(module)
     if items is not None:
         out["nmi_items"] = normalized_mutual_information(items[1:], categories[1:])

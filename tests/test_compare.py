@@ -70,8 +70,9 @@ def test_grid_writes_results_and_summary_and_resumes(tmp_path, count_runs, monke
 
     results = pd.read_csv(out / "results.csv")
     assert list(results.columns) == list(compare.COLUMNS)
+    # Seed-major, so that an interrupted grid holds complete seeds.
     assert list(zip(results["prior"], results["seed"])) == [
-        ("normal", 0), ("normal", 1), ("sigma", 0), ("sigma", 1)]
+        ("normal", 0), ("sigma", 0), ("normal", 1), ("sigma", 1)]
     assert (results["status"] == "ok").all()
     for metric in compare.METRICS:
         assert results[metric].between(0, 1).all(), metric
