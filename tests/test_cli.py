@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -75,6 +76,14 @@ def test_train_writes_the_model_folder(trained):
     assert metrics["best_epoch"] in (1, 2)
     assert metrics["peak_rss_mb"] > 50      # the process's own peak, torch included
     assert "popularity" in metrics["baselines"]
+    interests = metrics["interests"]      # the default prior is sigma, K = 8 in the preset
+    assert interests["chance_nll"] == pytest.approx(math.log(60))
+    assert interests["nll_per_sequence"] > 0
+    assert set(interests["valid"]) == {"ndcg@20", "recall@20"}
+    assert 1 / 8 <= interests["median_max_assignment"] <= 1
+    assert 0 <= interests["items_per_prototype_min_share"] <= 1 / 8
+    assert 0 <= interests["intensity_entropy_mean"] <= math.log(8) + 1e-6
+    assert "interest-head ndcg@20=" in trained["stderr"]
 
     meta = json.loads((out / "model.json").read_text())
     assert meta["config"]["model"]["hidden_size"] == 16
@@ -93,18 +102,21 @@ def test_train_writes_the_model_folder(trained):
 def test_evaluate_reproduces_the_training_metrics(trained, capsys):
     assert main(["evaluate", "--model", str(trained["out"])]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert set(report) == {"valid", "test"}
+    assert set(report) == {"valid", "test", "interests"}
     metrics = json.loads((trained["out"] / "metrics.json").read_text())
     # model.pt holds the best epoch's weights, the ones train evaluated.
     for split in ("valid", "test"):
         assert report[split] == pytest.approx(metrics[split], abs=1e-6), split
+    interests = dict(metrics["interests"])
+    assert report["interests"].pop("valid") == pytest.approx(interests.pop("valid"), abs=1e-6)
+    assert report["interests"] == pytest.approx(interests, abs=1e-6)
 
 
 def test_evaluate_one_split(trained, capsys):
     assert main(["evaluate", "--model", str(trained["out"]), "--split", "test",
                  "--ks", "3,10"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert set(report) == {"test"}
+    assert set(report) == {"test", "interests"}
     assert {"recall@3", "ndcg@3", "recall@10", "mrr"} <= set(report["test"])
     assert "recall@20" not in report["test"]
 
