@@ -49,10 +49,11 @@ class ModelConfig:
     learn_assignment_temperature: bool = True
     interest_temperature: float = 0.1
     interest_embedding: str = "separate"  # item vectors of the MIE part: separate|projected|shared
+    interest_decay: float = 1.0        # weight decay^s of the item s positions back (1: mean)
     interest_positions: str = "all"    # interest head scores every real position, or "last"
     interest_subsample: int = 128      # positions per batch scoring their interests (0: all)
     orthogonality_weight: float = 0.01
-    balance_weight: float = 0.1        # per token: std / mean of batch-averaged intensities
+    balance_weight: float = 0.01       # per token: std / mean of batch-averaged intensities
     sharpness_weight: float = 0.01     # per token: mean entropy of the item assignments
     train_prototypes: bool = True
     pseudo_inputs: int = 32            # VampPrior: number of learnable pseudo-sequences
@@ -177,6 +178,8 @@ class Config:
         if early_stop_cutoff(t.early_stop_metric) is None and t.early_stop_metric != "mrr":
             raise ConfigError(f"{flag('early_stop_metric')} {t.early_stop_metric!r} must be "
                               "recall@K, ndcg@K or mrr")
+        if not 0.0 < m.interest_decay <= 1.0:
+            raise ConfigError(f"--interest-decay must be in (0, 1], got {m.interest_decay}")
         if m.interest_embedding not in ("shared", "projected", "separate"):
             raise ConfigError(f"--interest-embedding must be shared, projected or separate, "
                               f"got {m.interest_embedding!r}")

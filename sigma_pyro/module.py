@@ -62,7 +62,8 @@ class SigmaModule(nn.Module):
         self.interests = (
             InterestExtractor(d, config.num_interests, config.assignment_temperature,
                               trainable_prototypes=config.train_prototypes,
-                              learn_temperature=config.learn_assignment_temperature)
+                              learn_temperature=config.learn_assignment_temperature,
+                              decay=config.interest_decay)
             if self.prior.requires_interests else None
         )
         if self.interests is not None and config.interest_embedding != "shared":

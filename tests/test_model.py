@@ -384,8 +384,9 @@ def test_interest_subsample_is_scaled_and_off_in_eval():
     assert full.nodes["interest_next_item"]["value"].shape[0] == batch.num_tokens
 
 
-def test_interests_at_last_equal_the_prefix_interests_at_the_last_position():
-    module = make_module("sigma").eval()
+@pytest.mark.parametrize("decay", [1.0, 0.7])
+def test_interests_at_last_equal_the_prefix_interests_at_the_last_position(decay):
+    module = make_module("sigma", interest_decay=decay).eval()
     batch = make_batch(seed=9)
     vectors = module.interest_item_vectors(batch.items)
     every = module.interests(vectors, batch.mask)
@@ -394,6 +395,18 @@ def test_interests_at_last_equal_the_prefix_interests_at_the_last_position():
     for name in ("intensity", "loc", "component_loc", "scale"):
         torch.testing.assert_close(getattr(last, name), getattr(every, name)[rows, position],
                                    rtol=1e-5, atol=1e-5, msg=name)
+
+
+def test_decayed_interests_weigh_recent_items_more():
+    module = make_module("sigma", interest_decay=0.5).eval()
+    vectors = torch.randn(1, 3, HIDDEN)
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    interests = module.interests(vectors, mask)
+    a = module.interests.assign(vectors)[0]                                # [3, K]
+    w = torch.tensor([0.25, 0.5, 1.0]).unsqueeze(-1) * a                   # decay^(2 - s)
+    expected = (w.unsqueeze(-1) * vectors[0].unsqueeze(1)).sum(0) / w.sum(0).unsqueeze(-1)
+    torch.testing.assert_close(interests.loc[0, 2], expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(interests.intensity[0, 2], w.sum(0) / 1.75, rtol=1e-5, atol=1e-6)
 
 
 def test_balance_and_sharpness_penalties():

@@ -45,14 +45,19 @@ class InterestExtractor(nn.Module):
     the components sit where no posterior z is, so their learned scales grow to cover the
     gap and the K components blur into one Gaussian.
 
+    With ``decay`` < 1 the sums weigh the item s positions back by decay^s, so that means
+    and intensities follow what the user did lately (1: plain means over the prefix).
+
     The interests at position t are prefix sums over positions <= t, so the mixture prior of
     z_t never sees the item z_t must predict (the public SIGMA code aggregates the whole
     sequence, which leaks future items into the prior).
     """
 
     def __init__(self, hidden_size: int, num_interests: int, temperature: float = 0.1,
-                 trainable_prototypes: bool = True, learn_temperature: bool = True):
+                 trainable_prototypes: bool = True, learn_temperature: bool = True,
+                 decay: float = 1.0):
         super().__init__()
+        self.decay = decay
         prototypes = torch.empty(num_interests, hidden_size)
         # Orthogonal initialisation starts at the penalty's minimum.
         nn.init.orthogonal_(prototypes)
@@ -89,10 +94,24 @@ class InterestExtractor(nn.Module):
         item_vectors = item_vectors.float()
         weights = mask.unsqueeze(-1).float()
         assignment = self.assign(item_vectors) * weights
-        mass = assignment.cumsum(dim=1)                                   # [B, L, K]
-        count = weights.cumsum(dim=1).clamp_min(1.0)                      # [B, L, 1]
-        weighted = (assignment.unsqueeze(-1) * item_vectors.unsqueeze(-2)).cumsum(dim=1)
-        return self._gaussians(assignment, mass, count, weighted)
+        if self.decay == 1.0:
+            mass = assignment.cumsum(dim=1)                               # [B, L, K]
+            count = weights.cumsum(dim=1)                                 # [B, L, 1]
+            weighted = (assignment.unsqueeze(-1) * item_vectors.unsqueeze(-2)).cumsum(dim=1)
+        else:
+            # sum_{s<=t} decay^(t-s) x_s = decay^t cumsum(decay^-s x_s), in float64: decay^-s
+            # spans decay^-(L-1).
+            position = torch.arange(mask.shape[1], device=mask.device, dtype=torch.float64)
+            grow = (-position * math.log(self.decay)).exp().view(1, -1, 1)
+            shrink = 1.0 / grow
+
+            def decayed_cumsum(x):
+                shape = grow.shape + (1,) * (x.dim() - 3)
+                return (x.double() * grow.view(shape)).cumsum(dim=1).mul(shrink.view(shape)).float()
+
+            mass, count = decayed_cumsum(assignment), decayed_cumsum(weights)
+            weighted = decayed_cumsum(assignment.unsqueeze(-1) * item_vectors.unsqueeze(-2))
+        return self._gaussians(assignment, mass, count.clamp_min(1e-6), weighted)
 
     def at_last(self, item_vectors: torch.Tensor, mask: torch.Tensor) -> Interests:
         """The interests after each whole history, ``forward(...)`` at the last real
@@ -100,10 +119,14 @@ class InterestExtractor(nn.Module):
         times larger prefix tensors: what ranking with the interest head needs."""
         item_vectors = item_vectors.float()
         weights = mask.unsqueeze(-1).float()
-        assignment = self.assign(item_vectors) * weights
-        weighted = torch.einsum("blk,bld->bkd", assignment, item_vectors)
-        return self._gaussians(assignment, assignment.sum(dim=1),
-                               weights.sum(dim=1).clamp_min(1.0), weighted)
+        if self.decay != 1.0:
+            last = mask.sum(dim=1, keepdim=True) - 1
+            age = (last - torch.arange(mask.shape[1], device=mask.device)).clamp_min(0)
+            weights = weights * self.decay ** age.unsqueeze(-1).float()
+        assignment = self.assign(item_vectors) * mask.unsqueeze(-1)
+        weighted = torch.einsum("blk,bld->bkd", assignment * weights, item_vectors)
+        return self._gaussians(assignment, (assignment * weights).sum(dim=1),
+                               weights.sum(dim=1).clamp_min(1e-6), weighted)
 
     def _gaussians(self, assignment, mass, count, weighted) -> Interests:
         """Intensities and components from the assignment mass [..., K], the item count
