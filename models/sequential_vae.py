@@ -42,6 +42,18 @@ from sigma_pyro.nn.distributions import FusedCategorical
 from sigma_pyro.nn.interests import Interests, balance_penalty, sharpness_penalty
 
 
+def scored_interests(config, batch: SequenceBatch,
+                     interests: Interests) -> tuple[torch.Tensor, torch.Tensor]:
+    """The interest means [M, K, D] that the interest head scores and their next items [M]
+    (classes 0..N-1): at every real position, or at each sequence's last one."""
+    mask = batch.mask
+    if config.interest_positions == "last":
+        rows = torch.arange(mask.shape[0], device=mask.device)
+        last = mask.sum(dim=1) - 1
+        return interests.loc[rows, last], batch.targets[rows, last] - 1
+    return interests.loc[mask], batch.targets[mask] - 1
+
+
 class SequentialVAEModel:
     def __init__(self, module):
         self.module = module
@@ -85,13 +97,7 @@ class SequentialVAEModel:
     def interest_head(self, batch: SequenceBatch, interests: Interests, scale: float) -> None:
         """The MIE likelihood: each scored position's interests predict its next item."""
         module = self.module
-        mask = batch.mask
-        if module.config.interest_positions == "last":
-            rows = torch.arange(mask.shape[0], device=mask.device)
-            last = mask.sum(dim=1) - 1
-            loc, targets = interests.loc[rows, last], batch.targets[rows, last] - 1
-        else:
-            loc, targets = interests.loc[mask], batch.targets[mask] - 1     # [M, K, D], [M]
+        loc, targets = scored_interests(module.config, batch, interests)
         with module.interest_plate(targets.shape[0]) as chosen, poutine.scale(scale=scale):
             pyro.sample("interest_next_item",
                         FusedCategorical(logits=module.interest_logits(loc[chosen])),

@@ -13,6 +13,7 @@ from torch import distributions as td
 from torch.nn import functional as F
 
 from sigma_pyro.data.batching import SequenceBatch
+from sigma_pyro.models.sequential_vae import scored_interests
 from sigma_pyro.nn.interests import balance_penalty, sharpness_penalty
 from sigma_pyro.nn.output_layer import linear_cross_entropy
 
@@ -57,12 +58,7 @@ def _interest_nll(module, batch: SequenceBatch, interests) -> torch.Tensor:
     """As SequentialVAEModel.interest_head: a random subset of positions while training,
     scaled up to all of them."""
     mask = batch.mask
-    if module.config.interest_positions == "last":
-        rows = torch.arange(mask.shape[0], device=mask.device)
-        last = mask.sum(dim=1) - 1
-        loc, targets = interests.loc[rows, last], batch.targets[rows, last] - 1
-    else:
-        loc, targets = interests.loc[mask], batch.targets[mask] - 1
+    loc, targets = scored_interests(module.config, batch, interests)
     size, total = module.config.interest_subsample, targets.shape[0]
     weight = 1.0
     if module.training and 0 < size < total:
