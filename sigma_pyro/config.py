@@ -70,7 +70,7 @@ class TrainConfig:
     clip_norm: float = 10.0
     num_particles: int = 1
     analytic_kl: bool = False          # closed-form KL of z (TraceMeanField_ELBO); normal prior only
-    kl_cap: float = 0.05               # weight of z's summed KL per real token, after the ramp
+    kl_cap: float = 0.0016             # weight of z's summed KL per real token, after the ramp
     kl_anneal_steps: int = 10000
     interest_weight_start: float = 0.2
     interest_weight_end: float = 0.001

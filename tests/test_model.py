@@ -432,3 +432,16 @@ def test_balance_and_sharpness_penalties():
     for name, value in expected.items():
         factor = model_trace.nodes[name]["log_prob_sum"].item()
         assert factor == pytest.approx(-batch.num_tokens * value.item(), rel=1e-5), name
+
+
+def test_kl_scale_is_in_elbo_units():
+    from sigma_pyro.config import Config
+    from sigma_pyro.training import kl_scale
+
+    config = Config()
+    config.train.kl_cap, config.train.kl_anneal_steps = 0.5, 10
+    for hidden in (16, 128):
+        # The weight of the summed KL per token, whatever the latent size.
+        config.model.hidden_size = hidden
+        assert kl_scale(config, 4) == pytest.approx(0.25)
+        assert kl_scale(config, 100) == pytest.approx(0.5)
