@@ -122,8 +122,7 @@ def user_clusters(module, histories: list[np.ndarray], max_length: int,
             mask = items != 0
             rows, last = torch.arange(items.shape[0], device=device), mask.sum(dim=1) - 1
             if module.interests is not None:
-                intensity = module.interests.at_last(module.interest_item_vectors(items),
-                                                     mask).intensity
+                intensity = module.interests_after(items, mask).intensity
                 out.append(intensity.argmax(dim=-1).cpu().numpy())
             else:
                 loc, _ = module.encode(items)

@@ -157,6 +157,10 @@ class SigmaModule(nn.Module):
     def extract_interests(self, items: torch.Tensor, mask: torch.Tensor) -> Interests:
         return self.interests(self.interest_item_vectors(items), mask)
 
+    def interests_after(self, items: torch.Tensor, mask: torch.Tensor) -> Interests:
+        """The interests after each whole history (the last position's), cheaply."""
+        return self.interests.at_last(self.interest_item_vectors(items), mask)
+
     def interest_logits(self, interest_vectors: torch.Tensor, start: int = 1,
                         stop: int | None = None) -> torch.Tensor:
         """Scores of internal items start..stop-1 from K interest vectors [M, K, D]: the

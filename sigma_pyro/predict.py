@@ -83,7 +83,7 @@ def last_position_interests(module, histories: list[np.ndarray], max_length: int
     [B, K(, D)] fields, and the [M, K] assignments of the histories' M items."""
     items = pad_right(histories, max_length).to(device)
     mask = items != 0
-    interests = module.interests.at_last(module.interest_item_vectors(items), mask)
+    interests = module.interests_after(items, mask)
     return interests, interests.assignment[mask]
 
 

@@ -164,7 +164,8 @@ def _per_user_sites(trace):
     # z nor the user: a constant in every log weight, which self-normalisation cancels.
     for name, site in trace.nodes.items():
         if site["type"] == "sample" and not site_is_subsample(site) and any(
-                frame.name in ("sequences", "tokens", "interest_tokens") for frame in site["cond_indep_stack"]):
+                frame.name in ("sequences", "tokens", "interest_tokens")
+                for frame in site["cond_indep_stack"]):
             yield name, site
 
 
