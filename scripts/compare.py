@@ -3,7 +3,7 @@
 
 import sys
 
-from sigma_pyro.cli import main
+from sigma_pyro.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main(["compare", *sys.argv[1:]]))

@@ -23,7 +23,7 @@ import torch
 from pyro.infer import SVI, JitTrace_ELBO, Trace_ELBO
 
 from sigma_pyro.api import SigmaRecommender
-from sigma_pyro.bench import DEFAULT_DATA
+from sigma_pyro.bench.throughput import DEFAULT_DATA
 from sigma_pyro.config import load_config
 from sigma_pyro.data.batching import SequenceBatch, TrainingBatches
 

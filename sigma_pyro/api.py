@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sigma_pyro.checkpoint import (FORMAT_VERSION, META_FILE, MODEL_FILE, atomic_torch_save,
+from sigma_pyro.runtime.checkpoint import (FORMAT_VERSION, META_FILE, MODEL_FILE, atomic_torch_save,
                                    atomic_write_json, library_versions, read_json,
                                    safe_torch_load)
 from sigma_pyro.config import Config, check_device, load_config, nest_overrides
@@ -26,10 +26,10 @@ from sigma_pyro.errors import CheckpointError, ConfigError, DataError
 from sigma_pyro.evaluation.evaluate import evaluate_module
 from sigma_pyro.evaluation.interest_head import interest_summary
 from sigma_pyro.evaluation.ranking import PopularityRecommender, evaluate_ranking
-from sigma_pyro.module import SigmaModule
-from sigma_pyro.predict import PosteriorScorer, last_position_representation, top_k
-from sigma_pyro.resources import check_training_memory
-from sigma_pyro.training import Trainer, TrainingSummary
+from sigma_pyro.nn.module import SigmaModule
+from sigma_pyro.evaluation.predict import PosteriorScorer, last_position_representation, top_k
+from sigma_pyro.runtime.resources import check_training_memory
+from sigma_pyro.inference.training import Trainer, TrainingSummary
 
 
 class SigmaRecommender:

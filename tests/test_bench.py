@@ -8,12 +8,12 @@ import pytest
 import torch
 from pyro.infer import Trace_ELBO
 
-from sigma_pyro.bench_scaling import measure_one
-from sigma_pyro.cli import main
+from sigma_pyro.bench.scaling import measure_one
+from sigma_pyro.cli.main import main
 from sigma_pyro.config import ModelConfig
 from sigma_pyro.data.batching import TrainingBatches
-from sigma_pyro.module import SigmaModule
-from sigma_pyro.plain_elbo import plain_negative_elbo
+from sigma_pyro.nn.module import SigmaModule
+from sigma_pyro.inference.plain_elbo import plain_negative_elbo
 
 
 @pytest.mark.parametrize("prior", ["sigma", "normal"])

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sigma_pyro.cli import main
+from sigma_pyro.cli.main import main
 
 TINY = ["--synthetic-users", "150", "--synthetic-items", "60", "--synthetic-categories", "4",
         "--hidden-size", "16", "--num-heads", "2", "--max-seq-length", "10",
@@ -33,7 +33,7 @@ def run_main(argv: list[str]) -> tuple[int, str, str]:
 
 def run_subprocess(argv: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, "-m", "sigma_pyro.cli", *map(str, argv)],
+    return subprocess.run([sys.executable, "-m", "sigma_pyro.cli.main", *map(str, argv)],
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
 
 

@@ -19,17 +19,17 @@ import torch
 from pyro.infer import Trace_ELBO
 from scipy import stats
 
-import sigma_pyro.compare as compare
+import sigma_pyro.experiments.compare as compare
 from sigma_pyro.api import SigmaRecommender
-from sigma_pyro.cli import main
+from sigma_pyro.cli.main import main
 from sigma_pyro.data.batching import TrainingBatches
 from sigma_pyro.errors import ConfigError
-from sigma_pyro.interest_analysis import (chance_nmi, item_clusters, nmf_item_topics,
+from sigma_pyro.evaluation.interest_analysis import (chance_nmi, item_clusters, nmf_item_topics,
                                           normalized_mutual_information, planted_recovery,
                                           recommendation_diversity, synthetic_labels)
-from sigma_pyro.iwae import (_per_sequence, interests_computed_once, iwae_log_likelihood,
+from sigma_pyro.inference.iwae import (_per_sequence, interests_computed_once, iwae_log_likelihood,
                              log_weights)
-from sigma_pyro.training import TrainingError
+from sigma_pyro.inference.training import TrainingError
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"synthetic_users": 150, "synthetic_items": 60, "synthetic_categories": 4,

@@ -7,7 +7,7 @@ import math
 import pytest
 import yaml
 
-from sigma_pyro.cli import main
+from sigma_pyro.cli.main import main
 from sigma_pyro.config import (PRESET_NAMES, Config, ConfigError, load_config, nest_overrides,
                                preset_path)
 from sigma_pyro.errors import SigmaPyroError

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from sigma_pyro.api import SigmaRecommender
-from sigma_pyro.cli import main
+from sigma_pyro.cli.main import main
 from sigma_pyro.diagnostics import diagnose
 from sigma_pyro.diagnostics.calibration import KS, score_users, summarise
 from sigma_pyro.diagnostics.draws import draw_posterior

@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from sigma_pyro.allocator import retain_freed_memory
+from sigma_pyro.runtime.allocator import retain_freed_memory
 from sigma_pyro.nn.dropout import Dropout
 
 
@@ -56,7 +56,7 @@ def _printed_by(code: str) -> str:
 
 def test_system_allocator_opt_out():
     assert _printed_by("import os; os.environ['SIGMA_PYRO_MALLOC'] = 'system'; "
-                       "from sigma_pyro.allocator import retain_freed_memory; "
+                       "from sigma_pyro.runtime.allocator import retain_freed_memory; "
                        "print(retain_freed_memory())") == "False"
 
 
@@ -65,6 +65,6 @@ def test_onednn_cache_cap_keeps_a_user_setting(preset, expected):
     setup = (f"os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'] = '{preset}'" if preset
              else "os.environ.pop('ONEDNN_PRIMITIVE_CACHE_CAPACITY', None)")
     assert _printed_by(f"import os; {setup}; "
-                       "from sigma_pyro.allocator import configure_process_memory; "
+                       "from sigma_pyro.runtime.allocator import configure_process_memory; "
                        "configure_process_memory(); "
                        "print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])") == expected

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from sigma_pyro.api import SigmaRecommender
-from sigma_pyro.interest_analysis import synthetic_labels, user_clusters
+from sigma_pyro.evaluation.interest_analysis import synthetic_labels, user_clusters
 
 PLANTED = dict(synthetic_users=500, synthetic_items=150, synthetic_categories=4,
                num_interests=4, hidden_size=32, batch_size=32, kl_anneal_steps=100,

@@ -16,7 +16,7 @@ from sigma_pyro.config import ModelConfig
 from sigma_pyro.data.batching import TrainingBatches, pad_right
 from sigma_pyro.data.dataset import PADDING_ID, ItemVocabulary, SequenceDataset
 from sigma_pyro.models.priors import PriorInputs
-from sigma_pyro.module import SigmaModule
+from sigma_pyro.nn.module import SigmaModule
 
 NUM_ITEMS = 30
 MAX_LEN = 12

@@ -6,7 +6,7 @@ import pyro
 import torch
 
 from sigma_pyro.config import ModelConfig
-from sigma_pyro.module import SigmaModule
+from sigma_pyro.nn.module import SigmaModule
 
 
 def test_sampled_softmax_estimates_full_softmax():

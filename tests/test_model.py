@@ -16,8 +16,8 @@ from sigma_pyro.config import ModelConfig
 from sigma_pyro.data.batching import SequenceBatch, TrainingBatches
 from sigma_pyro.data.dataset import PADDING_ID
 from sigma_pyro.models.priors import PriorInputs
-from sigma_pyro.module import SigmaModule
-from sigma_pyro.objective import elbo_terms
+from sigma_pyro.nn.module import SigmaModule
+from sigma_pyro.inference.objective import elbo_terms
 
 NUM_ITEMS = 25
 HIDDEN = 16
@@ -436,7 +436,7 @@ def test_balance_and_sharpness_penalties():
 
 def test_kl_scale_is_in_elbo_units():
     from sigma_pyro.config import Config
-    from sigma_pyro.training import kl_scale
+    from sigma_pyro.inference.training import kl_scale
 
     config = Config()
     config.train.kl_cap, config.train.kl_anneal_steps = 0.5, 10

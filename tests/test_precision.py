@@ -10,7 +10,7 @@ import torch
 from pyro import poutine
 from pyro.infer import Trace_ELBO
 
-from sigma_pyro.precision import autocast_program
+from sigma_pyro.inference.precision import autocast_program
 from test_priors import make_batch, make_module
 
 
@@ -65,8 +65,8 @@ def test_training_with_mixed_precision_lowers_the_loss():
 
 
 def test_mixed_precision_is_a_flag():
-    from sigma_pyro.cli import build_parser
-    from sigma_pyro.commands.common import config_overrides
+    from sigma_pyro.cli.main import build_parser
+    from sigma_pyro.cli.commands.common import config_overrides
 
     args = build_parser().parse_args(["train", "--out", "x", "--mixed-precision"])
     assert config_overrides(args)["train"]["mixed_precision"] is True

@@ -16,12 +16,12 @@ import pytest
 import torch
 
 from sigma_pyro.api import SigmaRecommender
-from sigma_pyro.checkpoint import FORMAT_VERSION, atomic_torch_save, safe_torch_load
-from sigma_pyro.cli import main
+from sigma_pyro.runtime.checkpoint import FORMAT_VERSION, atomic_torch_save, safe_torch_load
+from sigma_pyro.cli.main import main
 from sigma_pyro.config import load_config
 from sigma_pyro.errors import CheckpointError, ConfigError
-from sigma_pyro.module import SigmaModule
-from sigma_pyro.resources import MEMORY_LIMIT_ENV, estimate_training_memory
+from sigma_pyro.nn.module import SigmaModule
+from sigma_pyro.runtime.resources import MEMORY_LIMIT_ENV, estimate_training_memory
 
 TINY = ["--synthetic-users", "150", "--synthetic-items", "60", "--synthetic-categories", "4",
         "--hidden-size", "16", "--num-heads", "2", "--max-seq-length", "10",
@@ -190,7 +190,7 @@ RESUMABLE = ["--synthetic-users", "200", "--synthetic-items", "60", "--synthetic
 
 def start_training(out: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    return subprocess.Popen([sys.executable, "-m", "sigma_pyro.cli", "train", *RESUMABLE,
+    return subprocess.Popen([sys.executable, "-m", "sigma_pyro.cli.main", "train", *RESUMABLE,
                              "--out", str(out), *extra], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -329,7 +329,7 @@ def test_failed_write_keeps_the_previous_checkpoint(failing, trained, tmp_path, 
         raise OSError(28, "No space left on device")
 
     # fsync fails after the bytes went to the temporary file, replace after it is complete.
-    monkeypatch.setattr(f"sigma_pyro.checkpoint.os.{failing}", fail)
+    monkeypatch.setattr(f"sigma_pyro.runtime.checkpoint.os.{failing}", fail)
     with pytest.raises(CheckpointError, match="No space left on device"):
         rec.save(folder)
     with pytest.raises(CheckpointError):

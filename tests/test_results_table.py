@@ -13,9 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sigma_pyro.cli import main
-from sigma_pyro.compare import COLUMNS, METRICS
-from sigma_pyro.results_table import load_results, render_results, verdict
+from sigma_pyro.cli.main import main
+from sigma_pyro.experiments.compare import COLUMNS, METRICS
+from sigma_pyro.experiments.results_table import load_results, render_results, verdict
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ("Recall@10", "Recall@20", "NDCG@10", "NDCG@20", "MRR")

@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 
 import sigma_pyro.api as api
-import sigma_pyro.training as training
-import sigma_pyro.tuning as tuning
-from sigma_pyro.cli import main
+import sigma_pyro.inference.training as training
+import sigma_pyro.experiments.tuning as tuning
+from sigma_pyro.cli.main import main
 from sigma_pyro.config import load_config
 from sigma_pyro.errors import ConfigError
-from sigma_pyro.tuning import (BASELINE, TUNING_METRICS, best_setting, parse_sweep,
+from sigma_pyro.experiments.tuning import (BASELINE, TUNING_METRICS, best_setting, parse_sweep,
                                run_tuning, tuning_settings)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -165,7 +165,7 @@ def test_the_best_setting_is_the_highest_validation_criterion_and_the_preset_win
 
 
 def _results_csv(path: Path) -> Path:
-    from sigma_pyro.compare import COLUMNS, METRICS
+    from sigma_pyro.experiments.compare import COLUMNS, METRICS
 
     rows = [{"prior": p, "seed": s, "status": "ok", **{m: 0.1 + 0.01 * s for m in METRICS},
              "epochs": 10, "best_epoch": 5, "stopped_early": True, "wall_seconds": 10.0,

@@ -22,7 +22,7 @@ import torch
 from scipy import stats
 
 from sigma_pyro.evaluation.ranking import target_ranks
-from sigma_pyro.predict import top_k
+from sigma_pyro.evaluation.predict import top_k
 
 KS = (1, 5, 10, 20)
 PIT_BINS = 10

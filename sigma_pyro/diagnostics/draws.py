@@ -27,7 +27,7 @@ from pyro.poutine.util import site_is_subsample
 
 from sigma_pyro.data.batching import SequenceBatch, pad_right
 from sigma_pyro.diagnostics.calibration import UserCalibration, score_users
-from sigma_pyro.objective import traces
+from sigma_pyro.inference.objective import traces
 
 # Floats per tensor a chunk of rows may hold (the [tokens, items] logits and the
 # [rows, L, K, D] interest tensors are the big ones): 128 MiB.

@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 from sigma_pyro.config import EvalConfig
 from sigma_pyro.evaluation.evaluate import evaluate_module
-from sigma_pyro.predict import last_position_interests
+from sigma_pyro.evaluation.predict import last_position_interests
 
 
 @torch.no_grad()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sigma_pyro.commands.common import add_config_flags, load_model, log_unknown_items
+from sigma_pyro.cli.commands.common import add_config_flags, load_model, log_unknown_items
 
 
 def register(sub) -> None:

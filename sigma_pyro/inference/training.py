@@ -17,15 +17,15 @@ from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
 from pyro.infer.util import zero_grads
 from tqdm.auto import tqdm
 
-from sigma_pyro.checkpoint import (FORMAT_VERSION, STATE_FILE, atomic_torch_save,
+from sigma_pyro.runtime.checkpoint import (FORMAT_VERSION, STATE_FILE, atomic_torch_save,
                                    library_versions, safe_torch_load)
 from sigma_pyro.config import Config, early_stop_cutoff, flag
 from sigma_pyro.data.batching import TrainingBatches
 from sigma_pyro.data.dataset import LeaveOneOutSplit
 from sigma_pyro.errors import CheckpointError, SigmaPyroError
 from sigma_pyro.evaluation.evaluate import evaluate_module
-from sigma_pyro.objective import elbo_terms, first_non_finite_site
-from sigma_pyro.precision import autocast_program
+from sigma_pyro.inference.objective import elbo_terms, first_non_finite_site
+from sigma_pyro.inference.precision import autocast_program
 
 
 class TrainingError(SigmaPyroError):
@@ -76,7 +76,7 @@ def interest_scale(config: Config, epoch: int) -> float:
 
 
 class Trainer:
-    """Trains a :class:`~sigma_pyro.module.SigmaModule` on a leave-one-out split.
+    """Trains a :class:`~sigma_pyro.nn.module.SigmaModule` on a leave-one-out split.
 
     ``on_improvement(module, epoch, valid)`` is called whenever validation improves, so the
     caller decides how to save the best model; the resumable state goes to

@@ -6,8 +6,8 @@ import argparse
 import importlib
 import sys
 
-from sigma_pyro.allocator import configure_process_memory
-from sigma_pyro.commands import COMMANDS
+from sigma_pyro.runtime.allocator import configure_process_memory
+from sigma_pyro.cli.commands import COMMANDS
 from sigma_pyro.errors import SigmaPyroError
 
 
@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "trained with SVI in Pyro.")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
-        importlib.import_module(f"sigma_pyro.commands.{name}").register(sub)
+        importlib.import_module(f"sigma_pyro.cli.commands.{name}").register(sub)
     return parser
 
 

@@ -16,12 +16,12 @@ import pyro
 import torch
 from pyro.infer import SVI, Trace_ELBO
 
-from sigma_pyro.allocator import configure_process_memory
+from sigma_pyro.runtime.allocator import configure_process_memory
 from sigma_pyro.config import Config, EvalConfig, ModelConfig, TrainConfig
 from sigma_pyro.data.batching import TrainingBatches
 from sigma_pyro.evaluation.evaluate import evaluate_module
-from sigma_pyro.module import SigmaModule
-from sigma_pyro.resources import estimate_training_memory, peak_rss_mb
+from sigma_pyro.nn.module import SigmaModule
+from sigma_pyro.runtime.resources import estimate_training_memory, peak_rss_mb
 
 USERS, MEAN_LENGTH, MAX_LENGTH = 2000, 9, 50
 
@@ -79,7 +79,7 @@ def measure_one(num_items: int, likelihood: str, negatives: int, batch_size: int
 
 def estimated_peak_mb(num_items: int, likelihood: str, negatives: int, batch_size: int,
                       hidden_size: int) -> float:
-    """The training memory check's estimate (sigma_pyro.resources) for this configuration."""
+    """The training memory check's estimate (sigma_pyro.runtime.resources) for this configuration."""
     config = Config(model=_model_config(likelihood, negatives, hidden_size),
                     train=TrainConfig(batch_size=batch_size))
     # The training sequences drop the last two items; the inputs drop one more.
@@ -106,7 +106,7 @@ def run_scaling(sizes=(10**4, 10**5, 10**6), negatives: int = 1000, batch_size: 
                        "reason": f"estimated {estimate / 1024:.1f} GB exceeds 80% of the "
                                  f"{available_mb() / 1024:.1f} GB available"}
             else:
-                command = [sys.executable, "-m", "sigma_pyro.bench_scaling", "--items",
+                command = [sys.executable, "-m", "sigma_pyro.bench.scaling", "--items",
                            str(num_items), "--likelihood", likelihood, "--negatives",
                            str(negatives), "--batch-size", str(batch_size), "--hidden-size",
                            str(hidden_size), "--steps", str(steps)]

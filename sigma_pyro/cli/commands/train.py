@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from sigma_pyro.commands.common import add_config_flags, config_overrides, log
+from sigma_pyro.cli.commands.common import add_config_flags, config_overrides, log
 from sigma_pyro.config import PRESET_NAMES, load_config
 
 
@@ -27,8 +27,8 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from sigma_pyro.api import SigmaRecommender
-    from sigma_pyro.checkpoint import atomic_write_json
-    from sigma_pyro.resources import peak_rss_mb
+    from sigma_pyro.runtime.checkpoint import atomic_write_json
+    from sigma_pyro.runtime.resources import peak_rss_mb
 
     overrides = config_overrides(args)
     data_given = "path" in overrides.get("data", {})

@@ -24,7 +24,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from sigma_pyro.results_table import write_results
+    from sigma_pyro.experiments.results_table import write_results
 
     print(write_results(args.runs, args.out, args.tuning), end="")
     return 0

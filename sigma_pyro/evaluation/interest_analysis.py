@@ -33,7 +33,7 @@ from scipy import sparse
 
 from sigma_pyro.data.batching import pad_right
 from sigma_pyro.models.priors import PriorInputs
-from sigma_pyro.predict import PosteriorScorer, last_position_representation, top_k
+from sigma_pyro.evaluation.predict import PosteriorScorer, last_position_representation, top_k
 
 
 def normalized_mutual_information(a, b) -> float:

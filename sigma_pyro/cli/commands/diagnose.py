@@ -6,7 +6,7 @@ import argparse
 import textwrap
 from pathlib import Path
 
-from sigma_pyro.commands.common import add_config_flags, load_model, log
+from sigma_pyro.cli.commands.common import add_config_flags, load_model, log
 from sigma_pyro.diagnostics.outputs import OUTPUTS
 
 DESCRIPTION = [

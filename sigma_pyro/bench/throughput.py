@@ -17,12 +17,12 @@ from sigma_pyro.api import SigmaRecommender
 from sigma_pyro.config import Config
 from sigma_pyro.data.batching import TrainingBatches
 from sigma_pyro.data.synthetic import SyntheticConfig, generate_synthetic
-from sigma_pyro.plain_elbo import plain_negative_elbo
-from sigma_pyro.precision import autocast_program
-from sigma_pyro.resources import peak_rss_mb
-from sigma_pyro.training import interest_scale, kl_scale
+from sigma_pyro.inference.plain_elbo import plain_negative_elbo
+from sigma_pyro.inference.precision import autocast_program
+from sigma_pyro.runtime.resources import peak_rss_mb
+from sigma_pyro.inference.training import interest_scale, kl_scale
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "Beauty.txt"
+DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "Beauty.txt"
 # Beauty's shape, for machines without the file: users, items, and lengths averaging ~8.9.
 BEAUTY_SHAPE = SyntheticConfig(num_users=22363, num_items=12101, num_categories=40,
                                min_length=5, max_length=13, seed=0)

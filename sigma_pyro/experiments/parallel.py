@@ -15,7 +15,7 @@ from collections.abc import Callable, Hashable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
 from sigma_pyro.errors import ConfigError
-from sigma_pyro.training import TrainingError
+from sigma_pyro.inference.training import TrainingError
 
 
 def check_jobs(jobs: int) -> None:
@@ -41,7 +41,7 @@ def _stderr(line: str) -> None:
 def _in_worker(threads: int, function: Callable[..., dict], args: tuple, tag: str) -> dict:
     import torch
 
-    from sigma_pyro.allocator import configure_process_memory
+    from sigma_pyro.runtime.allocator import configure_process_memory
 
     configure_process_memory()  # a spawned process starts with glibc's defaults again
     torch.set_num_threads(threads)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sigma_pyro.commands.common import (add_config_flags, add_jobs_flag, chosen_preset,
+from sigma_pyro.cli.commands.common import (add_config_flags, add_jobs_flag, chosen_preset,
                                         flat_overrides, log)
 from sigma_pyro.config import PRESET_NAMES
 
@@ -35,7 +35,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from sigma_pyro.compare import SUMMARY, run_comparison
+    from sigma_pyro.experiments.compare import SUMMARY, run_comparison
 
     overrides = flat_overrides(args)
     preset = chosen_preset(args, overrides)

@@ -1,6 +1,6 @@
 """Validation-only tuning: one-at-a-time sweeps of settings around a preset.
 
-    from sigma_pyro.tuning import parse_sweep, run_tuning
+    from sigma_pyro.experiments.tuning import parse_sweep, run_tuning
     run_tuning("runs/tune-office", [parse_sweep("num_interests=2,8"),
                                     parse_sweep("kl_cap=0.1,0.5")],
                preset="office", overrides={"path": "../shared/data/Office_Products.txt"})
@@ -28,12 +28,12 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from sigma_pyro.checkpoint import STATE_FILE, atomic_write_bytes
-from sigma_pyro.compare import (METRICS, _duration, _number, _table, git_revision,
+from sigma_pyro.runtime.checkpoint import STATE_FILE, atomic_write_bytes
+from sigma_pyro.experiments.compare import (METRICS, _duration, _number, _table, git_revision,
                                 override_flags)
 from sigma_pyro.config import Config, _coerce, field_types, flag, load_config, nest_overrides
 from sigma_pyro.errors import ConfigError
-from sigma_pyro.parallel import check_jobs, run_all
+from sigma_pyro.experiments.parallel import check_jobs, run_all
 
 BASELINE = "preset"
 TUNING_METRICS = tuple(f"valid_{m}" for m in METRICS)

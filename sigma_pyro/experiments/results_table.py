@@ -1,7 +1,7 @@
 """The results table of the paper's datasets (``docs/results.md``), regenerated from the raw
 runs that ``sigma-pyro compare`` records, one ``results.csv`` per dataset:
 
-    from sigma_pyro.results_table import write_results
+    from sigma_pyro.experiments.results_table import write_results
     write_results(["results/Beauty.csv", "results/Office_Products.csv"], "docs/results.md")
 
 A dataset is named by its file's stem. Only finished runs (status ``ok``) count; variants are
@@ -22,11 +22,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from sigma_pyro.checkpoint import atomic_write_bytes
-from sigma_pyro.compare import (METRICS, _duration, _mean_std, _number, _table,
+from sigma_pyro.runtime.checkpoint import atomic_write_bytes
+from sigma_pyro.experiments.compare import (METRICS, _duration, _mean_std, _number, _table,
                                 paired_comparison)
 from sigma_pyro.errors import DataError
-from sigma_pyro.tuning import TUNING_METRICS, tuning_summary
+from sigma_pyro.experiments.tuning import TUNING_METRICS, tuning_summary
 
 SUBJECT = "sigma"
 REFERENCES = ("normal", "deterministic")

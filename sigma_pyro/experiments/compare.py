@@ -2,7 +2,7 @@
 and report test metrics, held-out likelihood, recommendation diversity and (on synthetic
 data) how well the learned clusters recover the planted ones.
 
-    from sigma_pyro.compare import run_comparison
+    from sigma_pyro.experiments.compare import run_comparison
     run_comparison("runs/compare", priors=["normal", "sigma"], seeds=3, preset="synthetic")
 
 Writes ``OUT/results.csv`` (one row per run, rewritten atomically after each run, so an
@@ -28,13 +28,13 @@ import pandas as pd
 from scipy import stats
 from tqdm.auto import tqdm
 
-from sigma_pyro.checkpoint import STATE_FILE, atomic_write_bytes, atomic_write_json, read_json
+from sigma_pyro.runtime.checkpoint import STATE_FILE, atomic_write_bytes, atomic_write_json, read_json
 from sigma_pyro.config import Config, flag, load_config, nest_overrides
 from sigma_pyro.errors import ConfigError
-from sigma_pyro.interest_analysis import (item_clusters, nmf_item_topics, planted_recovery,
+from sigma_pyro.evaluation.interest_analysis import (item_clusters, nmf_item_topics, planted_recovery,
                                           recommendation_diversity, synthetic_labels)
-from sigma_pyro.iwae import iwae_log_likelihood
-from sigma_pyro.parallel import check_jobs, run_all
+from sigma_pyro.inference.iwae import iwae_log_likelihood
+from sigma_pyro.experiments.parallel import check_jobs, run_all
 
 DEFAULT_PRIORS = ("normal", "gmm", "vamp", "sigma", "sigma-uniform")
 METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20", "mrr")
@@ -182,7 +182,7 @@ def run_comparison(out_dir: str | Path, priors: Sequence[str] = DEFAULT_PRIORS, 
     ``overrides`` are flat settings as for :meth:`SigmaRecommender.from_preset` (``path``,
     ``epochs``, ...); seeds are ``seed, seed + 1, ...`` from the configured seed. A run whose
     training diverges is recorded with its error as status and the grid goes on. ``jobs``
-    runs train side by side (:mod:`sigma_pyro.parallel`; their logs go to stderr). Returns
+    runs train side by side (:mod:`sigma_pyro.experiments.parallel`; their logs go to stderr). Returns
     the results table.
     """
     out = Path(out_dir)

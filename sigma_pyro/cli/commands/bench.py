@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sigma_pyro.commands.common import add_config_flags, config_overrides, log
+from sigma_pyro.cli.commands.common import add_config_flags, config_overrides, log
 from sigma_pyro.config import load_config
 from sigma_pyro.errors import ConfigError
 
@@ -33,13 +33,13 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from sigma_pyro.bench import DEFAULT_DATA, run_benchmark
-    from sigma_pyro.checkpoint import atomic_write_json
+    from sigma_pyro.bench.throughput import DEFAULT_DATA, run_benchmark
+    from sigma_pyro.runtime.checkpoint import atomic_write_json
 
     if args.bench_epochs < 1:
         raise ConfigError(f"--bench-epochs must be at least 1, got {args.bench_epochs}")
     if args.scaling:
-        from sigma_pyro.bench_scaling import run_scaling
+        from sigma_pyro.bench.scaling import run_scaling
 
         try:
             sizes = tuple(int(v) for v in args.scaling_sizes.split(","))
