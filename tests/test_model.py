@@ -445,3 +445,23 @@ def test_kl_scale_is_in_elbo_units():
         config.model.hidden_size = hidden
         assert kl_scale(config, 4) == pytest.approx(0.25)
         assert kl_scale(config, 100) == pytest.approx(0.5)
+
+
+def test_decoder_reads_z_without_dropout_unless_asked():
+    """z is a latent sample, not an embedding: the decoder drops none of its coordinates by
+    default, while the encoder still drops its embedded inputs at --hidden-dropout."""
+    z = torch.randn(4, 6, 16)
+
+    def decoder_outputs(config):
+        torch.manual_seed(0)
+        module = SigmaModule(20, config).train()
+        return module.decode(z), module.decode(z)
+
+    first, second = decoder_outputs(ModelConfig(hidden_size=16, num_heads=2,
+                                                hidden_dropout=0.0, prior="normal"))
+    assert torch.equal(first, second)
+    first, second = decoder_outputs(ModelConfig(hidden_size=16, num_heads=2, hidden_dropout=0.0,
+                                                decoder_input_dropout=0.5, prior="normal"))
+    assert not torch.allclose(first, second)
+    module = SigmaModule(20, ModelConfig(hidden_size=16, num_heads=2, hidden_dropout=0.4))
+    assert module.encoder.dropout.p == 0.4 and module.decoder.dropout.p == 0.0

@@ -56,7 +56,8 @@ class SigmaModule(nn.Module):
         nn.init.constant_(self.scale_head.bias, _INITIAL_SCALE_BIAS)
         self.decoder = CausalTransformer(d, config.decoder_layers, config.num_heads,
                                          config.max_seq_length, config.hidden_dropout,
-                                         config.attention_dropout)
+                                         config.attention_dropout,
+                                         input_dropout=config.decoder_input_dropout)
         self.prior = build_prior(config)
         self.interest_embedding = None
         self.interests = (

@@ -44,16 +44,20 @@ class CausalSelfAttentionBlock(nn.Module):
 
 
 class CausalTransformer(nn.Module):
-    """Position embeddings, a stack of causal blocks and a final layer norm."""
+    """Position embeddings, a stack of causal blocks and a final layer norm.
+
+    ``input_dropout`` applies to the input vectors (default: ``hidden_dropout``); the
+    decoder sets it apart because its inputs are z, not embeddings."""
 
     def __init__(self, hidden_size: int, num_layers: int, num_heads: int, max_length: int,
-                 hidden_dropout: float, attention_dropout: float):
+                 hidden_dropout: float, attention_dropout: float,
+                 input_dropout: float | None = None):
         super().__init__()
         self.position_embedding = nn.Embedding(max_length, hidden_size)
         # nn.Embedding's N(0, 1) default would drown the (small) item embeddings in the sum.
         nn.init.normal_(self.position_embedding.weight, std=0.02)
         self.input_norm = nn.LayerNorm(hidden_size)
-        self.dropout = Dropout(hidden_dropout)
+        self.dropout = Dropout(hidden_dropout if input_dropout is None else input_dropout)
         self.blocks = nn.ModuleList(
             CausalSelfAttentionBlock(hidden_size, num_heads, hidden_dropout, attention_dropout)
             for _ in range(num_layers)

@@ -20,6 +20,8 @@ HELP = {
     "epochs": "maximum number of epochs (early stopping usually ends sooner)",
     "kl_cap": "final weight of the KL of z (summed over dimensions) per real position, "
               "reached by a linear ramp; 1 is the plain ELBO",
+    "decoder_input_dropout": "dropout on z at the decoder's input (default 0; earlier versions "
+                             "applied --hidden-dropout there)",
     "interest_positions": "positions whose interests the interest head scores: all or last",
     "interest_subsample": "positions per batch scored by the interest head (0: all)",
     "ks": "cut-offs K for Recall@K and NDCG@K, e.g. 5,10,20,40",
