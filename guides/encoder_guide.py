@@ -2,8 +2,9 @@
 for every position. (The interests of the MIE part are a deterministic function of the
 observed items, computed by the model; they have no latent site.)
 
-It takes the same arguments as the model, and scales each site as the model does, so an
-annealed KL term is scaled on both sides (as in Pyro's DMM example).
+It takes the same arguments as the model (including what a caller precomputed), and scales
+each site as the model does, so an annealed KL term is scaled on both sides (as in Pyro's
+DMM example).
 """
 
 from __future__ import annotations
@@ -13,20 +14,21 @@ import pyro.distributions as dist
 from pyro import poutine
 
 from sigma_pyro.data.batching import SequenceBatch
+from sigma_pyro.models.sequential_vae import NOTHING_PRECOMPUTED, Precomputed, encoding_of
 
 
 class TransformerEncoderGuide:
     def __init__(self, module):
         self.module = module
 
-    def __call__(self, batch: SequenceBatch, kl_scale: float = 1.0, interest_scale: float = 1.0):
+    def __call__(self, batch: SequenceBatch, kl_scale: float = 1.0, interest_scale: float = 1.0,
+                 precomputed: Precomputed = NOTHING_PRECOMPUTED):
         module = self.module
         pyro.module("sigma", module)
-        num_sequences, length = batch.items.shape
-        loc, scale = module.encode(batch.items)
         if not module.prior.stochastic:
-            batch.handoff["z"] = loc
-            return
+            return  # nothing latent: the model computes the encoder mean itself
+        num_sequences, length = batch.items.shape
+        loc, scale = encoding_of(module, batch, precomputed)
         with pyro.plate("sequences", num_sequences, dim=-2):
             with pyro.plate("positions", length, dim=-1), poutine.scale(scale=kl_scale):
                 pyro.sample("z", dist.Normal(loc, scale).to_event(1).mask(batch.mask))

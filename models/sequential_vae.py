@@ -5,8 +5,7 @@ For each sequence b and position t (plates ``sequences`` x ``positions``, paddin
     z_bt ~ prior(z | x_b,<=t)                  site "z", KL-annealed by poutine.scale
     x_b,t+1 ~ Categorical(softmax(decoder(z_b,<=t)_t . E^T + bias))     site "next_item"
 
-(the ``deterministic`` variant has no ``z`` site: z_bt is the encoder mean, handed over by
-the guide). When the prior is built from user interests (the MIE-VAE part), the interests
+(the ``deterministic`` variant has no ``z`` site: z_bt is the encoder mean, computed here). When the prior is built from user interests (the MIE-VAE part), the interests
 I_bt = (mu_btk, sigma_btk, pi_btk) are a deterministic, causal function of x_b,<=t, and
 
     x_b,t+1 ~ Categorical(max_k cos(mu_btk, E) / tau)   site "interest_next_item", weight lambda
@@ -32,6 +31,8 @@ vectors per position, so it runs on a subsample of ``interest_subsample`` positi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pyro
 import torch
 from pyro import poutine
@@ -40,6 +41,29 @@ from sigma_pyro.data.batching import SequenceBatch
 from sigma_pyro.models.priors import PriorInputs
 from sigma_pyro.nn.distributions import FusedCategorical
 from sigma_pyro.nn.interests import Interests, balance_penalty, sharpness_penalty
+
+
+@dataclass(frozen=True)
+class Precomputed:
+    """What a caller already holds for a batch, passed to model and guide alike (both take
+    it as their last argument, so Trace_ELBO hands it to each).
+
+    ``encoding`` is the guide's (loc, scale) of q(z | x) and ``interests`` the MIE part's
+    interests: deterministic functions of the items, which a caller that scores many draws
+    of one batch (IWAE, the diagnostics) computes once instead of once per trace.
+    ``likelihood`` overrides the configured next-item likelihood ("full": the exact softmax,
+    which held-out scores need where training used the sampled one)."""
+
+    encoding: tuple[torch.Tensor, torch.Tensor] | None = None
+    interests: Interests | None = None
+    likelihood: str | None = None
+
+
+NOTHING_PRECOMPUTED = Precomputed()
+
+
+def encoding_of(module, batch: SequenceBatch, precomputed: Precomputed):
+    return precomputed.encoding if precomputed.encoding is not None else module.encode(batch.items)
 
 
 def scored_interests(config, batch: SequenceBatch,
@@ -58,13 +82,17 @@ class SequentialVAEModel:
     def __init__(self, module):
         self.module = module
 
-    def __call__(self, batch: SequenceBatch, kl_scale: float = 1.0, interest_scale: float = 1.0):
+    def __call__(self, batch: SequenceBatch, kl_scale: float = 1.0, interest_scale: float = 1.0,
+                 precomputed: Precomputed = NOTHING_PRECOMPUTED):
         module = self.module
         pyro.module("sigma", module)
         num_sequences, length = batch.items.shape
         mask = batch.mask
-        interests = (module.extract_interests(batch.items, mask)
-                     if module.prior.requires_interests else None)
+        interests = None
+        if module.prior.requires_interests:
+            interests = precomputed.interests
+            if interests is None:
+                interests = module.extract_interests(batch.items, mask)
 
         targets = batch.targets[mask] - 1                # internal ids 1..N -> classes 0..N-1
         if interests is not None:
@@ -77,13 +105,11 @@ class SequentialVAEModel:
                     with poutine.scale(scale=kl_scale):
                         z = pyro.sample("z", prior.mask(mask))
         else:
-            z = batch.handoff.pop("z", None)
-            if z is None:
-                z = module.encode(batch.items)[0]
+            z = encoding_of(module, batch, precomputed)[0]
 
         representation = module.decode(z)[mask]          # [M, D], M real positions
         with pyro.plate("tokens", targets.shape[0]):
-            if module.config.likelihood == "sampled":
+            if (precomputed.likelihood or module.config.likelihood) == "sampled":
                 # The observed outcome is "the target wins among itself and the negatives".
                 logits = module.sampled_logits(representation, targets, module.config.negatives)
                 pyro.sample("next_item", FusedCategorical(logits=logits),

@@ -70,8 +70,10 @@ class SigmaRecommender:
     def build_module(self) -> SigmaModule:
         if self.dataset is None:
             self.load_data()
-        torch.manual_seed(self.config.train.seed)
-        self.module = SigmaModule(self.dataset.num_items, self.config.model)
+        # Seeded initialisation that leaves the caller's global RNG alone.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.train.seed)
+            self.module = SigmaModule(self.dataset.num_items, self.config.model)
         counts = torch.bincount(torch.as_tensor(np.concatenate(self.split.train)),
                                 minlength=self.dataset.num_items + 1)
         self.module.set_sampling_counts(counts[1:].float())

@@ -27,7 +27,7 @@ from sigma_pyro.errors import ConfigError
 from sigma_pyro.evaluation.interest_analysis import (chance_nmi, item_clusters, nmf_item_topics,
                                           normalized_mutual_information, planted_recovery,
                                           recommendation_diversity, synthetic_labels)
-from sigma_pyro.inference.iwae import (_per_sequence, interests_computed_once, iwae_log_likelihood,
+from sigma_pyro.inference.iwae import (_deterministic_parts, _per_sequence, iwae_log_likelihood,
                              log_weights)
 from sigma_pyro.inference.training import TrainingError
 
@@ -289,17 +289,21 @@ def test_one_sample_weight_is_the_elbo_of_trace_elbo():
     assert weights.sum().item() == pytest.approx(-loss, rel=1e-5)
 
 
-def test_interests_computed_once_change_nothing(trained_sigma):
+def test_precomputed_encoding_and_interests_change_nothing(trained_sigma):
+    """IWAE hands the once-computed encoder output and interests to model and guide as an
+    argument; the weights must be those of computing them in every trace."""
     module = trained_sigma.module.eval()
     batch = next(iter(TrainingBatches(trained_sigma.dataset.sequences[:16], 16, 10,
                                       shuffle=False)))
     pyro.set_rng_seed(7)
     plain = log_weights(module, batch, include_interests=True)
-    with interests_computed_once(module, batch):
-        pyro.set_rng_seed(7)
-        cached = log_weights(module, batch, include_interests=True)
+    precomputed = _deterministic_parts(module, batch)
+    assert precomputed.interests is not None and precomputed.encoding is not None
+    pyro.set_rng_seed(7)
+    cached = log_weights(module, batch, include_interests=True, precomputed=precomputed)
     torch.testing.assert_close(cached, plain)
-    assert "extract_interests" not in vars(module), "the method is restored"
+    assert not {"encode", "extract_interests"} & set(vars(module)), \
+        "nothing on the module is replaced"
 
 
 def test_iwae_scores_a_sampled_softmax_model_with_the_exact_likelihood():

@@ -8,7 +8,7 @@ input at position t never depends on anything after t.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -24,9 +24,6 @@ class SequenceBatch:
     targets: torch.Tensor  # [B, L] long, PADDING_ID at padding
     mask: torch.Tensor     # [B, L] bool, True at real positions
     index: torch.Tensor    # [B] long, row of each sequence in the source list
-    # Deterministic functions of the items that the guide computes and the model of the same
-    # particle reuses (see TransformerEncoderGuide); never carried across batches or devices.
-    handoff: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def num_tokens(self) -> int:

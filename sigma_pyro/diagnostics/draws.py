@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +27,7 @@ from pyro.poutine.util import site_is_subsample
 from sigma_pyro.data.batching import SequenceBatch, pad_right
 from sigma_pyro.diagnostics.calibration import UserCalibration, score_users
 from sigma_pyro.inference.objective import traces
+from sigma_pyro.models.sequential_vae import Precomputed
 
 # Floats per tensor a chunk of rows may hold (the [tokens, items] logits and the
 # [rows, L, K, D] interest tensors are the big ones): 128 MiB.
@@ -65,49 +65,24 @@ class ModelDraws:
         return self.z.std(axis=1).mean(axis=-1)
 
 
-@contextmanager
-def _evaluation_mode(module):
-    """Dropout off, and the exact full softmax: a sampled softmax is a training-time
-    estimate whose noise would pass for importance-weight variance."""
-    saved_config, was_training = module.config, module.training
-    if saved_config.likelihood != "full":
-        module.config = dataclasses.replace(saved_config, likelihood="full")
-    module.eval()
-    try:
-        yield
-    finally:
-        module.config = saved_config
-        module.train(was_training)
-
-
-@contextmanager
-def _once_per_user(module, samples: int):
+def _once_per_user(module, items: torch.Tensor, mask: torch.Tensor,
+                   samples: int) -> Precomputed:
     """The encoder and the interest extractor are deterministic functions of the history:
-    run them on one row per user and repeat the result for its S draws, not S times over."""
-    names = ("encode", "extract_interests")
-    saved = {name: module.__dict__[name] for name in names if name in module.__dict__}
-    encode, extract = module.encode, module.extract_interests
+    run on one row per user and repeated for its S draws, not S times over. The exact full
+    softmax: a sampled softmax is a training-time estimate whose noise would pass for
+    importance-weight variance."""
 
     def repeat(tensor):
         return tensor.repeat_interleave(samples, 0)
 
-    def encode_once(items):
-        return tuple(map(repeat, encode(items[::samples])))
-
-    def extract_once(items, mask):
-        interests = extract(items[::samples], mask[::samples])
-        return type(interests)(*(repeat(getattr(interests, f.name))
-                                 for f in dataclasses.fields(interests)))
-
-    module.encode, module.extract_interests = encode_once, extract_once
-    try:
-        yield
-    finally:
-        for name in names:
-            if name in saved:
-                setattr(module, name, saved[name])
-            else:
-                delattr(module, name)
+    one_row = slice(None, None, samples)
+    interests = None
+    if module.prior.requires_interests:
+        once = module.extract_interests(items[one_row], mask[one_row])
+        interests = type(once)(*(repeat(getattr(once, f.name))
+                                 for f in dataclasses.fields(once)))
+    return Precomputed(encoding=tuple(map(repeat, module.encode(items[one_row]))),
+                       interests=interests, likelihood="full")
 
 
 def _unmasked(fn):
@@ -180,7 +155,8 @@ def _draw_chunk(module, sequences: list[np.ndarray], max_length: int, samples: i
     mask = items != 0
     rows = items.shape[0]
     batch = SequenceBatch(items, targets, mask, torch.arange(rows)).to(device)
-    model_trace, guide_trace = traces(module, batch, 1.0, 1.0)
+    precomputed = _once_per_user(module, batch.items, batch.mask, samples)
+    model_trace, guide_trace = traces(module, batch, 1.0, 1.0, precomputed)
 
     mask = batch.mask
     row_index = torch.arange(rows, device=device)
@@ -241,8 +217,7 @@ def draw_posterior(module, sequences: list[np.ndarray], max_length: int, num_sam
     users_per_chunk = max(1, _CHUNK_FLOATS // (cells * num_samples))
     device = next(module.parameters()).device
     chunks = []
-    with (_evaluation_mode(module), _once_per_user(module, num_samples),
-          pyro.get_param_store().scope(), pyro.validation_enabled(False),
+    with (module.evaluating(), pyro.get_param_store().scope(), pyro.validation_enabled(False),
           torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])):
         torch.manual_seed(seed)
         for chunk, start in enumerate(range(0, len(sequences), users_per_chunk)):

@@ -24,8 +24,6 @@ def evaluate_module(module, histories: list[np.ndarray], targets: np.ndarray,
     """
     if head not in HEADS:
         raise ValueError(f"head must be one of {HEADS}, got {head!r}")
-    was_training = module.training
-    module.eval()
     # Users in order of history length, so each chunk pads to nearly its own length; the
     # metrics are means over users and do not depend on the order.
     order = np.argsort([len(h) for h in histories], kind="stable")
@@ -42,10 +40,8 @@ def evaluate_module(module, histories: list[np.ndarray], targets: np.ndarray,
             module, histories[users], max_length, device, config.posterior_samples)
         return PosteriorScorer(module, representation, config.item_chunk_size)
 
-    try:
+    with module.evaluating():
         return evaluate_ranking(scorer, targets_tensor, full_histories, module.num_items,
                                 user_chunk_size=config.eval_batch_size,
                                 item_chunk_size=config.item_chunk_size,
                                 mask_history=config.mask_history, ks=config.ks)
-    finally:
-        module.train(was_training)

@@ -25,7 +25,6 @@ the held-out test items. Each prior's own partition gives a second, per-model nu
 
 from __future__ import annotations
 
-import contextlib
 
 import numpy as np
 import torch
@@ -63,16 +62,6 @@ def chance_nmi(a, b, repeats: int = 20, seed: int = 0) -> float:
                           for _ in range(repeats)]))
 
 
-@contextlib.contextmanager
-def _evaluating(module):
-    was_training = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
-
-
 def _shared_mixture(module):
     """The prior's mixture over z when it is the same for every user (gmm, vamp), else None."""
     if module.prior.requires_interests or not module.prior.stochastic:
@@ -94,7 +83,7 @@ def item_clusters(module) -> np.ndarray | None:
     """Cluster of each item, indexed by internal id (entry 0, padding, is -1); None when the
     prior has no clusters."""
     items = torch.arange(1, module.num_items + 1, device=module.item_embedding.weight.device)
-    with _evaluating(module):
+    with module.evaluating():
         if module.interests is not None:
             assignment = module.interests.assign(module.interest_item_vectors(items))
             labels = assignment.argmax(dim=-1).cpu().numpy()
@@ -113,7 +102,7 @@ def user_clusters(module, histories: list[np.ndarray], max_length: int,
     """Cluster of each user after their history; None when the prior has no clusters."""
     device = module.item_embedding.weight.device
     out = []
-    with _evaluating(module):
+    with module.evaluating():
         mixture = None if module.interests is not None else _shared_mixture(module)
         if module.interests is None and mixture is None:
             return None
@@ -192,7 +181,7 @@ def recommendation_diversity(module, histories: list[np.ndarray], categories: np
     ``categories`` indexed by internal item id; items labelled -1 (no category) are not
     counted."""
     counts = []
-    with _evaluating(module):
+    with module.evaluating():
         for start in range(0, len(histories), batch_size):
             chunk = histories[start: start + batch_size]
             representation = last_position_representation(module, chunk, max_length, device)

@@ -33,9 +33,7 @@ def interest_summary(module, histories: list[np.ndarray], targets: np.ndarray,
     """
     if module.interests is None:
         return None
-    was_training = module.training
-    module.eval()
-    try:
+    with module.evaluating():
         nll, assignments, entropies = [], [], []
         for start in range(0, len(histories), config.eval_batch_size):
             chunk = histories[start: start + config.eval_batch_size]
@@ -54,8 +52,6 @@ def interest_summary(module, histories: list[np.ndarray], targets: np.ndarray,
         ranking = evaluate_module(module, histories, targets,
                                   dataclasses.replace(config, ks=[20], posterior_samples=0),
                                   max_length, device, head="interests")
-    finally:
-        module.train(was_training)
     return {"nll_per_sequence": float(torch.cat(nll).mean()),
             "chance_nll": math.log(module.num_items),
             "valid": {"ndcg@20": ranking["ndcg@20"], "recall@20": ranking["recall@20"]},

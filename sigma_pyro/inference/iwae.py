@@ -20,16 +20,15 @@ sampled one is a training device whose value depends on the negatives drawn.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import math
 
 import numpy as np
 import torch
-from pyro import poutine
 from pyro.distributions import Unit
 
 from sigma_pyro.data.batching import SequenceBatch, TrainingBatches
+from sigma_pyro.inference.objective import traces
+from sigma_pyro.models.sequential_vae import NOTHING_PRECOMPUTED, Precomputed
 
 MAIN_SITES = ("z", "next_item")
 INTEREST_SITES = ("interest_next_item",)
@@ -47,42 +46,11 @@ def _per_sequence(site, mask: torch.Tensor) -> torch.Tensor:
     return log_prob.reshape(rows, -1).sum(dim=1)
 
 
-@contextlib.contextmanager
-def exact_likelihood(module):
-    """The module with its next-item likelihood set to the full softmax for the duration."""
-    config = module.config
-    module.config = dataclasses.replace(config, likelihood="full")
-    try:
-        yield module
-    finally:
-        module.config = config
-
-
-@contextlib.contextmanager
-def interests_computed_once(module, batch: SequenceBatch):
-    """In eval mode a batch's interests are deterministic, yet guide and model of each of
-    the S draws would extract them again (2S times, most of a draw's cost for SIGMA)."""
-    if module.interests is None:
-        yield
-        return
-    cached = module.extract_interests(batch.items, batch.mask)
-    compute = module.extract_interests
-    module.extract_interests = lambda items, mask: (
-        cached if items is batch.items and mask is batch.mask else compute(items, mask))
-    try:
-        yield
-    finally:
-        del module.extract_interests
-
-
 @torch.no_grad()
-def log_weights(module, batch: SequenceBatch, include_interests: bool = False) -> torch.Tensor:
+def log_weights(module, batch: SequenceBatch, include_interests: bool = False,
+                precomputed: Precomputed = NOTHING_PRECOMPUTED) -> torch.Tensor:
     """One importance weight log p(x, z) - log q(z | x) per sequence, [B], z ~ q."""
-    guide_trace = poutine.trace(module.guide).get_trace(batch, 1.0, 1.0)
-    model_trace = poutine.trace(poutine.replay(module.model, trace=guide_trace)).get_trace(
-        batch, 1.0, 1.0)
-    guide_trace.compute_log_prob()
-    model_trace.compute_log_prob()
+    model_trace, guide_trace = traces(module, batch, 1.0, 1.0, precomputed)
     sites = MAIN_SITES + (INTEREST_SITES if include_interests else ())
     weight = torch.zeros(batch.items.shape[0], device=batch.mask.device)
     for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
@@ -92,6 +60,17 @@ def log_weights(module, batch: SequenceBatch, include_interests: bool = False) -
                 continue
             weight += sign * _per_sequence(site, batch.mask)
     return weight
+
+
+def _deterministic_parts(module, batch: SequenceBatch) -> Precomputed:
+    """In eval mode the encoder and the interests are deterministic functions of the batch:
+    computed once here, not 2S times by the guide and model of S draws. The exact softmax
+    is forced because the sampled one is a training device whose value depends on the
+    negatives drawn."""
+    interests = (module.extract_interests(batch.items, batch.mask)
+                 if module.prior.requires_interests else None)
+    return Precomputed(encoding=module.encode(batch.items), interests=interests,
+                       likelihood="full")
 
 
 def iwae_log_likelihood(module, sequences: list[np.ndarray], num_samples: int = 20,
@@ -107,21 +86,16 @@ def iwae_log_likelihood(module, sequences: list[np.ndarray], num_samples: int = 
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be at least 1, got {num_samples}")
-    was_training = module.training
-    module.eval()
     rows, values, tokens = [], [], 0
-    try:
-        with exact_likelihood(module):
-            for batch in TrainingBatches(sequences, batch_size, max_length, shuffle=False):
-                batch = batch.to(device)
-                with torch.no_grad(), interests_computed_once(module, batch):
-                    draws = torch.stack([log_weights(module, batch, include_interests)
-                                         for _ in range(num_samples)])           # [S, B]
-                values.append((draws.logsumexp(dim=0) - math.log(num_samples)).cpu())
-                rows.append(batch.index.cpu())
-                tokens += batch.num_tokens
-    finally:
-        module.train(was_training)
+    with module.evaluating(), torch.no_grad():
+        for batch in TrainingBatches(sequences, batch_size, max_length, shuffle=False):
+            batch = batch.to(device)
+            precomputed = _deterministic_parts(module, batch)
+            draws = torch.stack([log_weights(module, batch, include_interests, precomputed)
+                                 for _ in range(num_samples)])                   # [S, B]
+            values.append((draws.logsumexp(dim=0) - math.log(num_samples)).cpu())
+            rows.append(batch.index.cpu())
+            tokens += batch.num_tokens
     if not values:
         raise ValueError("no sequence has two or more items to score")
     per_sequence = torch.cat(values)[torch.cat(rows).argsort()].double().numpy()

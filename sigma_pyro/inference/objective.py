@@ -14,12 +14,16 @@ import torch
 from pyro import poutine
 
 from sigma_pyro.data.batching import SequenceBatch
+from sigma_pyro.models.sequential_vae import NOTHING_PRECOMPUTED, Precomputed
 
 
-def traces(module, batch: SequenceBatch, kl_scale: float = 1.0, interest_scale: float = 1.0):
-    guide_trace = poutine.trace(module.guide).get_trace(batch, kl_scale, interest_scale)
-    model_trace = poutine.trace(poutine.replay(module.model, trace=guide_trace)).get_trace(
-        batch, kl_scale, interest_scale)
+def traces(module, batch: SequenceBatch, kl_scale: float = 1.0, interest_scale: float = 1.0,
+           precomputed: Precomputed = NOTHING_PRECOMPUTED):
+    """The guide traced and the model replayed against it, log-densities computed: the pair
+    Trace_ELBO itself builds, and the one helper everything else that reads sites uses."""
+    args = (batch, kl_scale, interest_scale, precomputed)
+    guide_trace = poutine.trace(module.guide).get_trace(*args)
+    model_trace = poutine.trace(poutine.replay(module.model, trace=guide_trace)).get_trace(*args)
     guide_trace.compute_log_prob()
     model_trace.compute_log_prob()
     return model_trace, guide_trace

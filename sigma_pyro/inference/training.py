@@ -75,6 +75,22 @@ def interest_scale(config: Config, epoch: int) -> float:
     return max(t.interest_weight_end, t.interest_weight_start - t.interest_weight_decay * epoch)
 
 
+@dataclass
+class _Progress:
+    """Where training stands; saved with the resumable state."""
+
+    epoch: int = 0
+    step: int = 0
+    best: float = -math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    best_valid: dict[str, float] = field(default_factory=dict)
+
+    def improved(self, record: EpochRecord, metric: str) -> None:
+        self.best, self.best_epoch, self.best_valid = record.valid[metric], record.epoch, record.valid
+        self.bad_epochs = 0
+
+
 class Trainer:
     """Trains a :class:`~sigma_pyro.nn.module.SigmaModule` on a leave-one-out split.
 
@@ -96,10 +112,18 @@ class Trainer:
         self.device = torch.device(config.train.device)
 
     def fit(self, resume: bool = False) -> TrainingSummary:
+        """Train until early stopping or the epoch limit. The caller's Pyro parameter store
+        and global torch RNG are left as they were: training runs in its own scope with its
+        own seed."""
+        device = self.device
+        with (pyro.get_param_store().scope(),
+              torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])):
+            torch.manual_seed(self.config.train.seed)
+            return self._fit(resume)
+
+    def _fit(self, resume: bool) -> TrainingSummary:
         cfg = self.config
         module = self.module.to(self.device)
-        pyro.clear_param_store()
-        pyro.set_rng_seed(cfg.train.seed)
         optimizer = pyro.optim.ClippedAdam({"lr": cfg.train.lr, "clip_norm": cfg.train.clip_norm})
         amp = cfg.train.mixed_precision
         svi = SVI(autocast_program(module.model, self.device, amp),
@@ -112,99 +136,110 @@ class Trainer:
         monitor = next(iter(TrainingBatches(self.split.train, min(cfg.train.batch_size, 256),
                                             cfg.model.max_seq_length, shuffle=False)))
         monitor = monitor.to(self.device)
-
-        epoch, step, best, best_epoch, bad_epochs = 0, 0, -math.inf, -1, 0
-        best_valid: dict[str, float] = {}
-        history: list[EpochRecord] = []
+        progress = _Progress()
         if resume:
-            state = self._load_state()
-            if state is not None:
-                try:
-                    module.load_state_dict(state["module"])
-                    optimizer.set_state(state["optimizer"])
-                    # map_location moved every tensor to the device; RNG states live on the CPU.
-                    torch.set_rng_state(state["rng"].cpu())
-                    if state["cuda_rng"] is not None and self.device.type == "cuda":
-                        torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
-                    epoch, step = state["epoch"], state["step"]
-                    best, best_epoch, bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
-                    best_valid = state["best_valid"]
-                except (KeyError, RuntimeError, TypeError, AttributeError) as err:
-                    raise CheckpointError(f"{self.state_dir / STATE_FILE}: cannot resume from it "
-                                          f"({str(err).splitlines()[0]})") from None
-                self.log(f"resumed from {self.state_dir / STATE_FILE} at epoch {epoch}")
-
+            self._restore(optimizer, progress)
         metric = cfg.train.early_stop_metric
         cutoff = early_stop_cutoff(metric)
         eval_config = dataclasses.replace(
             cfg.eval, ks=sorted(set(cfg.eval.ks) | ({cutoff} if cutoff else set())))
-        stopped_early = False
-        while epoch < cfg.train.epochs:
-            if bad_epochs >= cfg.train.patience > 0:
-                stopped_early = True
+        history: list[EpochRecord] = []
+        while progress.epoch < cfg.train.epochs:
+            if progress.bad_epochs >= cfg.train.patience > 0:
                 break
-            started = time.perf_counter()
-            module.train()
-            batches.set_epoch(epoch)
-            lam = interest_scale(cfg, epoch)
-            total_loss, total_tokens = 0.0, 0
-            bar = tqdm(batches, desc=f"epoch {epoch + 1}", leave=False,
-                       disable=not cfg.train.progress, file=sys.stderr)
-            for batch in bar:
-                batch = batch.to(self.device)
-                beta = kl_scale(cfg, step)
-                loss, bad_gradients = self._step(svi, batch, beta, lam)
-                if not math.isfinite(loss):
-                    site = first_non_finite_site(module, batch, beta, lam)
-                    raise TrainingError(
-                        f"non-finite ELBO at epoch {epoch + 1}, step {step + 1}"
-                        f"{f' ({site})' if site else ''}; the last good checkpoint is kept")
-                if bad_gradients:
-                    raise TrainingError(
-                        f"non-finite gradient at epoch {epoch + 1}, step {step + 1} in "
-                        f"{len(bad_gradients)} parameters ({', '.join(bad_gradients[:3])}"
-                        f"{', ...' if len(bad_gradients) > 3 else ''}); not applied, the last "
-                        "good checkpoint is kept")
-                step += 1
-                total_loss += loss
-                total_tokens += batch.num_tokens
-                bar.set_postfix(loss=f"{total_loss / total_tokens:.4f}")
-            module.eval()
-            terms = elbo_terms(module, monitor, kl_scale(cfg, step), lam)
-            valid = evaluate_module(module, self.split.valid_history, self.split.valid_target,
-                                    eval_config, cfg.model.max_seq_length, self.device)
-            interest_valid = {} if module.interests is None else evaluate_module(
-                module, self.split.valid_history, self.split.valid_target,
-                dataclasses.replace(eval_config, ks=[20], posterior_samples=0),
-                cfg.model.max_seq_length, self.device, head="interests")
-            epoch += 1
-            record = EpochRecord(epoch, step, total_loss / total_tokens, terms, valid,
-                                 kl_scale(cfg, step), lam, time.perf_counter() - started,
-                                 interest_valid)
+            record = self._epoch(svi, batches, monitor, eval_config, progress)
             history.append(record)
-            improved = valid[metric] > best
+            improved = record.valid[metric] > progress.best
             if improved:
-                best, best_epoch, best_valid, bad_epochs = valid[metric], epoch, valid, 0
+                progress.improved(record, metric)
                 if self.on_improvement is not None:
-                    self.on_improvement(module, epoch, valid)
+                    self.on_improvement(module, record.epoch, record.valid)
             else:
-                bad_epochs += 1
+                progress.bad_epochs += 1
             self.log(self._format(record, metric, improved))
-            if self.state_dir is not None:
-                atomic_torch_save({
-                    "format_version": FORMAT_VERSION, "versions": library_versions(),
-                    "config": cfg.to_dict(),
-                    "module": module.state_dict(), "optimizer": optimizer.get_state(),
-                    "rng": torch.get_rng_state(),
-                    "cuda_rng": (torch.cuda.get_rng_state(self.device)
-                                 if self.device.type == "cuda" else None),
-                    "epoch": epoch, "step": step,
-                    "best": best, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
-                    "best_valid": best_valid,
-                }, self.state_dir / STATE_FILE)
-        else:
-            stopped_early = bad_epochs >= cfg.train.patience > 0
-        return TrainingSummary(best_epoch, best_valid, epoch, stopped_early, history)
+            self._save(optimizer, progress)
+        stopped_early = progress.bad_epochs >= cfg.train.patience > 0
+        return TrainingSummary(progress.best_epoch, progress.best_valid, progress.epoch,
+                               stopped_early, history)
+
+    def _epoch(self, svi: SVI, batches: TrainingBatches, monitor, eval_config,
+               progress: _Progress) -> EpochRecord:
+        """One pass over the training batches, then the monitoring terms and validation."""
+        cfg, module = self.config, self.module
+        started = time.perf_counter()
+        module.train()
+        batches.set_epoch(progress.epoch)
+        lam = interest_scale(cfg, progress.epoch)
+        total_loss, total_tokens = 0.0, 0
+        bar = tqdm(batches, desc=f"epoch {progress.epoch + 1}", leave=False,
+                   disable=not cfg.train.progress, file=sys.stderr)
+        for batch in bar:
+            batch = batch.to(self.device)
+            beta = kl_scale(cfg, progress.step)
+            loss, bad_gradients = self._step(svi, batch, beta, lam)
+            where = f"epoch {progress.epoch + 1}, step {progress.step + 1}"
+            if not math.isfinite(loss):
+                site = first_non_finite_site(module, batch, beta, lam)
+                raise TrainingError(f"non-finite ELBO at {where}{f' ({site})' if site else ''}; "
+                                    "the last good checkpoint is kept")
+            if bad_gradients:
+                raise TrainingError(
+                    f"non-finite gradient at {where} in {len(bad_gradients)} parameters "
+                    f"({', '.join(bad_gradients[:3])}{', ...' if len(bad_gradients) > 3 else ''}"
+                    "); not applied, the last good checkpoint is kept")
+            progress.step += 1
+            total_loss += loss
+            total_tokens += batch.num_tokens
+            bar.set_postfix(loss=f"{total_loss / total_tokens:.4f}")
+        module.eval()
+        beta = kl_scale(cfg, progress.step)
+        terms = elbo_terms(module, monitor, beta, lam)
+        split, length = self.split, cfg.model.max_seq_length
+        valid = evaluate_module(module, split.valid_history, split.valid_target, eval_config,
+                                length, self.device)
+        interest_valid = {} if module.interests is None else evaluate_module(
+            module, split.valid_history, split.valid_target,
+            dataclasses.replace(eval_config, ks=[20], posterior_samples=0), length,
+            self.device, head="interests")
+        progress.epoch += 1
+        return EpochRecord(progress.epoch, progress.step, total_loss / total_tokens, terms, valid,
+                           beta, lam, time.perf_counter() - started, interest_valid)
+
+    def _restore(self, optimizer, progress: _Progress) -> None:
+        """Continue from ``state_dir/last.pt`` when there is one."""
+        state = self._load_state()
+        if state is None:
+            return
+        try:
+            self.module.load_state_dict(state["module"])
+            optimizer.set_state(state["optimizer"])
+            # map_location moved every tensor to the device; RNG states live on the CPU.
+            torch.set_rng_state(state["rng"].cpu())
+            if state["cuda_rng"] is not None and self.device.type == "cuda":
+                torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
+            progress.epoch, progress.step = state["epoch"], state["step"]
+            progress.best, progress.best_epoch = state["best"], state["best_epoch"]
+            progress.bad_epochs, progress.best_valid = state["bad_epochs"], state["best_valid"]
+        except (KeyError, RuntimeError, TypeError, AttributeError) as err:
+            raise CheckpointError(f"{self.state_dir / STATE_FILE}: cannot resume from it "
+                                  f"({str(err).splitlines()[0]})") from None
+        self.log(f"resumed from {self.state_dir / STATE_FILE} at epoch {progress.epoch}")
+
+    def _save(self, optimizer, progress: _Progress) -> None:
+        """The resumable state after an epoch: weights, optimiser, RNG and progress."""
+        if self.state_dir is None:
+            return
+        atomic_torch_save({
+            "format_version": FORMAT_VERSION, "versions": library_versions(),
+            "config": self.config.to_dict(),
+            "module": self.module.state_dict(), "optimizer": optimizer.get_state(),
+            "rng": torch.get_rng_state(),
+            "cuda_rng": (torch.cuda.get_rng_state(self.device)
+                         if self.device.type == "cuda" else None),
+            "epoch": progress.epoch, "step": progress.step,
+            "best": progress.best, "best_epoch": progress.best_epoch,
+            "bad_epochs": progress.bad_epochs, "best_valid": progress.best_valid,
+        }, self.state_dir / STATE_FILE)
 
     def _step(self, svi: SVI, batch, beta: float, lam: float) -> tuple[float, list[str]]:
         """``svi.step`` that refuses to apply a non-finite loss or gradient: the parameters

@@ -8,6 +8,7 @@ register the same module with ``pyro.module``, so SVI optimises all parameters a
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import pyro
 import torch
@@ -78,6 +79,16 @@ class SigmaModule(nn.Module):
         self.logits_workspace = LogitsWorkspace()
         self.model = SequentialVAEModel(self)
         self.guide = TransformerEncoderGuide(self)
+
+    @contextmanager
+    def evaluating(self):
+        """Eval mode (no dropout) for the duration; the caller's mode is restored after."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield self
+        finally:
+            self.train(was_training)
 
     @property
     def latent_dim(self) -> int:
