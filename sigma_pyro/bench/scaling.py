@@ -21,7 +21,7 @@ from sigma_pyro.config import Config, EvalConfig, ModelConfig, TrainConfig
 from sigma_pyro.data.batching import TrainingBatches
 from sigma_pyro.evaluation.evaluate import evaluate_module
 from sigma_pyro.nn.module import SigmaModule
-from sigma_pyro.runtime.resources import estimate_training_memory, peak_rss_mb
+from sigma_pyro.runtime.resources import available_memory, estimate_training_memory, peak_rss_mb
 
 USERS, MEAN_LENGTH, MAX_LENGTH = 2000, 9, 50
 
@@ -88,11 +88,9 @@ def estimated_peak_mb(num_items: int, likelihood: str, negatives: int, batch_siz
 
 
 def available_mb() -> float:
-    with open("/proc/meminfo") as handle:
-        for line in handle:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) / 1024
-    return float("inf")
+    """What the training memory check sees as available on the CPU (inf when unknown)."""
+    available = available_memory("cpu")
+    return float("inf") if available is None else available[0] / 2**20
 
 
 def run_scaling(sizes=(10**4, 10**5, 10**6), negatives: int = 1000, batch_size: int = 128,
