@@ -21,8 +21,13 @@ class TransformerEncoderGuide:
     def __init__(self, module):
         self.module = module
 
-    def __call__(self, batch: SequenceBatch, kl_scale: float = 1.0, interest_scale: float = 1.0,
-                 precomputed: Precomputed = NOTHING_PRECOMPUTED):
+    def __call__(
+        self,
+        batch: SequenceBatch,
+        kl_scale: float = 1.0,
+        interest_scale: float = 1.0,
+        precomputed: Precomputed = NOTHING_PRECOMPUTED,
+    ):
         module = self.module
         pyro.module("sigma", module)
         if not module.prior.stochastic:

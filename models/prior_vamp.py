@@ -27,7 +27,8 @@ class VampPrior(LatentPrior):
         length = min(PSEUDO_LENGTH, config.max_seq_length)
         # The item embeddings' initial scale, so the encoder first sees inputs like real items.
         self.pseudo_inputs = nn.Parameter(
-            0.02 * torch.randn(config.pseudo_inputs, length, config.hidden_size))
+            0.02 * torch.randn(config.pseudo_inputs, length, config.hidden_size)
+        )
 
     def forward(self, inputs: PriorInputs):
         if inputs.module is None:
@@ -35,6 +36,5 @@ class VampPrior(LatentPrior):
         loc, scale = inputs.module.encode_vectors(self.pseudo_inputs)
         components = dist.Normal(loc[:, -1], scale[:, -1]).to_event(1)
         count = self.pseudo_inputs.shape[0]
-        uniform = dist.Categorical(logits=torch.full((count,), -math.log(count),
-                                                     device=loc.device))
+        uniform = dist.Categorical(logits=torch.full((count,), -math.log(count), device=loc.device))
         return dist.MixtureSameFamily(uniform, components).expand(inputs.batch_shape)

@@ -22,9 +22,9 @@ PRIORS: dict[str, type["LatentPrior"]] = {}
 
 @dataclass
 class PriorInputs:
-    batch_shape: tuple[int, int]   # (sequences, positions)
+    batch_shape: tuple[int, int]  # (sequences, positions)
     latent_dim: int
-    interests: Interests | None    # set when the prior asks for them
+    interests: Interests | None  # set when the prior asks for them
     device: torch.device
     module: nn.Module | None = None  # the SigmaModule, for priors that use its networks
 
@@ -53,6 +53,7 @@ def register_prior(name: str):
         cls.name = name
         PRIORS[name] = cls
         return cls
+
     return decorate
 
 
@@ -61,5 +62,11 @@ def build_prior(config) -> LatentPrior:
 
 
 # Importing the modules registers them.
-from sigma_pyro.models import (prior_deterministic, prior_gmm,  # noqa: E402,F401
-                               prior_normal, prior_sigma, prior_sigma_uniform, prior_vamp)
+from sigma_pyro.models import (
+    prior_deterministic,
+    prior_gmm,  # noqa: E402,F401
+    prior_normal,
+    prior_sigma,
+    prior_sigma_uniform,
+    prior_vamp,
+)

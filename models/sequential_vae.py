@@ -66,8 +66,9 @@ def encoding_of(module, batch: SequenceBatch, precomputed: Precomputed):
     return precomputed.encoding if precomputed.encoding is not None else module.encode(batch.items)
 
 
-def scored_interests(config, batch: SequenceBatch,
-                     interests: Interests) -> tuple[torch.Tensor, torch.Tensor]:
+def scored_interests(
+    config, batch: SequenceBatch, interests: Interests
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The interest means [M, K, D] that the interest head scores and their next items [M]
     (classes 0..N-1): at every real position, or at each sequence's last one."""
     mask = batch.mask
@@ -82,8 +83,13 @@ class SequentialVAEModel:
     def __init__(self, module):
         self.module = module
 
-    def __call__(self, batch: SequenceBatch, kl_scale: float = 1.0, interest_scale: float = 1.0,
-                 precomputed: Precomputed = NOTHING_PRECOMPUTED):
+    def __call__(
+        self,
+        batch: SequenceBatch,
+        kl_scale: float = 1.0,
+        interest_scale: float = 1.0,
+        precomputed: Precomputed = NOTHING_PRECOMPUTED,
+    ):
         module = self.module
         pyro.module("sigma", module)
         num_sequences, length = batch.items.shape
@@ -94,29 +100,36 @@ class SequentialVAEModel:
             if interests is None:
                 interests = module.extract_interests(batch.items, mask)
 
-        targets = batch.targets[mask] - 1                # internal ids 1..N -> classes 0..N-1
+        targets = batch.targets[mask] - 1  # internal ids 1..N -> classes 0..N-1
         if interests is not None:
             self.interest_head(batch, interests, interest_scale)
         if module.prior.stochastic:
             with pyro.plate("sequences", num_sequences, dim=-2):
                 with pyro.plate("positions", length, dim=-1):
-                    prior = module.prior(PriorInputs((num_sequences, length), module.latent_dim,
-                                                     interests, batch.items.device, module))
+                    prior = module.prior(
+                        PriorInputs(
+                            (num_sequences, length),
+                            module.latent_dim,
+                            interests,
+                            batch.items.device,
+                            module,
+                        )
+                    )
                     with poutine.scale(scale=kl_scale):
                         z = pyro.sample("z", prior.mask(mask))
         else:
             z = encoding_of(module, batch, precomputed)[0]
 
-        representation = module.decode(z)[mask]          # [M, D], M real positions
+        representation = module.decode(z)[mask]  # [M, D], M real positions
         with pyro.plate("tokens", targets.shape[0]):
             if (precomputed.likelihood or module.config.likelihood) == "sampled":
                 # The observed outcome is "the target wins among itself and the negatives".
                 logits = module.sampled_logits(representation, targets, module.config.negatives)
-                pyro.sample("next_item", FusedCategorical(logits=logits),
-                            obs=torch.zeros_like(targets))
+                pyro.sample(
+                    "next_item", FusedCategorical(logits=logits), obs=torch.zeros_like(targets)
+                )
             else:
-                pyro.sample("next_item", module.next_item_distribution(representation),
-                            obs=targets)
+                pyro.sample("next_item", module.next_item_distribution(representation), obs=targets)
         if interests is not None:
             self.interest_penalties(interests, mask, targets.shape[0])
 
@@ -125,9 +138,11 @@ class SequentialVAEModel:
         module = self.module
         loc, targets = scored_interests(module.config, batch, interests)
         with module.interest_plate(targets.shape[0]) as chosen, poutine.scale(scale=scale):
-            pyro.sample("interest_next_item",
-                        FusedCategorical(logits=module.interest_logits(loc[chosen])),
-                        obs=targets[chosen])
+            pyro.sample(
+                "interest_next_item",
+                FusedCategorical(logits=module.interest_logits(loc[chosen])),
+                obs=targets[chosen],
+            )
 
     def interest_penalties(self, interests: Interests, mask: torch.Tensor, tokens: int) -> None:
         config = self.module.config
@@ -136,10 +151,14 @@ class SequentialVAEModel:
         last = mask.sum(dim=1) - 1
         penalties = {
             "orthogonality": (config.orthogonality_weight, extractor.orthogonality_penalty),
-            "balance": (config.balance_weight,
-                        lambda: balance_penalty(interests.intensity[rows, last])),
-            "sharpness": (config.sharpness_weight,
-                          lambda: sharpness_penalty(interests.assignment, mask)),
+            "balance": (
+                config.balance_weight,
+                lambda: balance_penalty(interests.intensity[rows, last]),
+            ),
+            "sharpness": (
+                config.sharpness_weight,
+                lambda: sharpness_penalty(interests.assignment, mask),
+            ),
         }
         for name, (weight, penalty) in penalties.items():
             if weight > 0:

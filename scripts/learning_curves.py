@@ -42,20 +42,28 @@ def variant_overrides(flags: str) -> dict:
 def train_variant(name: str, flags: str, args) -> pd.DataFrame:
     overrides = variant_overrides(f"{args.common} {flags}")
     train = overrides.setdefault("train", {})
-    train.update(epochs=args.epochs, patience=0, progress=False,
-                 early_stop_metric="ndcg@20")
+    train.update(epochs=args.epochs, patience=0, progress=False, early_stop_metric="ndcg@20")
     if args.data:
         overrides.setdefault("data", {})["path"] = args.data
     recommender = SigmaRecommender(load_config(args.preset, overrides))
-    summary = recommender.fit(log=lambda line: print(f"[{name}] {line}", file=sys.stderr,
-                                                     flush=True))
+    summary = recommender.fit(
+        log=lambda line: print(f"[{name}] {line}", file=sys.stderr, flush=True)
+    )
     rows, elapsed = [], 0.0
     for record in summary.history:
         elapsed += record.seconds
-        rows.append({"variant": name, "flags": flags.strip(), "epoch": record.epoch,
-                     "step": record.step, "seconds": elapsed, "train_loss": record.loss,
-                     "monitor_nll": record.terms.get("nll", float("nan")),
-                     **{f"valid_{m}": record.valid[m] for m in METRICS}})
+        rows.append(
+            {
+                "variant": name,
+                "flags": flags.strip(),
+                "epoch": record.epoch,
+                "step": record.step,
+                "seconds": elapsed,
+                "train_loss": record.loss,
+                "monitor_nll": record.terms.get("nll", float("nan")),
+                **{f"valid_{m}": record.valid[m] for m in METRICS},
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -66,7 +74,7 @@ def plot(curves: pd.DataFrame, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharey="row")
-    for (name, group) in curves.groupby("variant", sort=False):
+    for name, group in curves.groupby("variant", sort=False):
         for col, x in enumerate(("step", "seconds")):
             axes[0, col].plot(group[x], group["train_loss"], marker="o", label=name)
             axes[1, col].plot(group[x], group["valid_ndcg@20"], marker="o", label=name)
@@ -98,15 +106,23 @@ def main(argv=None) -> int:
             if len(done) >= args.epochs:
                 print(f"[{name}] complete in {csv}, skipped", file=sys.stderr)
                 continue
-            curves = pd.concat([curves[curves["variant"] != name] if len(curves) else curves,
-                                train_variant(name, flags, args)], ignore_index=True)
+            curves = pd.concat(
+                [
+                    curves[curves["variant"] != name] if len(curves) else curves,
+                    train_variant(name, flags, args),
+                ],
+                ignore_index=True,
+            )
             tmp = csv.with_suffix(".tmp")
             curves.to_csv(tmp, index=False)
             tmp.replace(csv)
         plot(curves, args.out / "curves.png")
         last = curves.sort_values("epoch").groupby("variant", sort=False).last()
-        print(last[["step", "seconds", "train_loss", "valid_ndcg@20", "valid_recall@20"]]
-              .to_string(float_format=lambda v: f"{v:.4f}"))
+        print(
+            last[["step", "seconds", "train_loss", "valid_ndcg@20", "valid_recall@20"]].to_string(
+                float_format=lambda v: f"{v:.4f}"
+            )
+        )
     except SigmaPyroError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

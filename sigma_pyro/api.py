@@ -1,10 +1,10 @@
 """The Python API: the same steps as the CLI, for use from code and notebooks.
 
-    from sigma_pyro import SigmaRecommender
-    rec = SigmaRecommender.from_preset("office", data_path="../shared/data/Office_Products.txt")
-    rec.fit(out_dir="runs/office")
-    rec.evaluate("test")
-    rec.recommend([["12", "845"]], k=10)
+from sigma_pyro import SigmaRecommender
+rec = SigmaRecommender.from_preset("office", data_path="../shared/data/Office_Products.txt")
+rec.fit(out_dir="runs/office")
+rec.evaluate("test")
+rec.recommend([["12", "845"]], k=10)
 """
 
 from __future__ import annotations
@@ -14,9 +14,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sigma_pyro.runtime.checkpoint import (FORMAT_VERSION, META_FILE, MODEL_FILE, atomic_torch_save,
-                                   atomic_write_json, library_versions, read_json,
-                                   safe_torch_load)
+from sigma_pyro.runtime.checkpoint import (
+    FORMAT_VERSION,
+    META_FILE,
+    MODEL_FILE,
+    atomic_torch_save,
+    atomic_write_json,
+    library_versions,
+    read_json,
+    safe_torch_load,
+)
 from sigma_pyro.config import Config, check_device, load_config, nest_overrides
 from sigma_pyro.data.batching import pad_right
 from sigma_pyro.data.dataset import ItemVocabulary, LeaveOneOutSplit, SequenceDataset
@@ -74,25 +81,33 @@ class SigmaRecommender:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.config.train.seed)
             self.module = SigmaModule(self.dataset.num_items, self.config.model)
-        counts = torch.bincount(torch.as_tensor(np.concatenate(self.split.train)),
-                                minlength=self.dataset.num_items + 1)
+        counts = torch.bincount(
+            torch.as_tensor(np.concatenate(self.split.train)), minlength=self.dataset.num_items + 1
+        )
         self.module.set_sampling_counts(counts[1:].float())
         return self.module
 
-    def fit(self, out_dir: str | Path | None = None, resume: bool = False,
-            log=None) -> TrainingSummary:
+    def fit(
+        self, out_dir: str | Path | None = None, resume: bool = False, log=None
+    ) -> TrainingSummary:
         """Train with SVI until early stopping; keep (and, with ``out_dir``, save) the model
         with the best validation metric."""
         if self.dataset is None:
             self.load_data()
         split = self.split
-        check_training_memory(self.config, self.dataset.num_items,
-                              [len(s) - 1 for s in split.train])
+        check_training_memory(
+            self.config, self.dataset.num_items, [len(s) - 1 for s in split.train]
+        )
         meta_path = Path(out_dir) / META_FILE if resume and out_dir is not None else None
-        if meta_path is not None and meta_path.is_file() \
-                and read_json(meta_path).get("items") != self.dataset.items.raw_ids:
-            raise CheckpointError(f"{meta_path}: the saved model was trained on other items than "
-                                  f"{self.dataset.source}; resume needs the same data")
+        if (
+            meta_path is not None
+            and meta_path.is_file()
+            and read_json(meta_path).get("items") != self.dataset.items.raw_ids
+        ):
+            raise CheckpointError(
+                f"{meta_path}: the saved model was trained on other items than "
+                f"{self.dataset.source}; resume needs the same data"
+            )
         module = self.build_module()
         best_state: dict = {}
 
@@ -101,8 +116,9 @@ class SigmaRecommender:
             if out_dir is not None:
                 self.save(out_dir, extra={"best_epoch": epoch, "valid": valid})
 
-        trainer = Trainer(module, split, self.config, state_dir=out_dir,
-                          on_improvement=keep_best, log=log)
+        trainer = Trainer(
+            module, split, self.config, state_dir=out_dir, on_improvement=keep_best, log=log
+        )
         summary = trainer.fit(resume=resume)
         if "module" in best_state:
             module.load_state_dict(best_state["module"])
@@ -122,15 +138,27 @@ class SigmaRecommender:
         """Full-ranking metrics on ``valid`` or ``test`` of the loaded data."""
         module = self._require_module()
         histories, targets = self._split_arrays(split)
-        return evaluate_module(module, histories, targets, self.config.eval,
-                               self.config.model.max_seq_length, self.config.train.device)
+        return evaluate_module(
+            module,
+            histories,
+            targets,
+            self.config.eval,
+            self.config.model.max_seq_length,
+            self.config.train.device,
+        )
 
     def interest_summary(self, split: str = "valid") -> dict | None:
         """Health of the multi-interest part on a split (see
         :func:`sigma_pyro.evaluation.interest_head.interest_summary`); None without one."""
         histories, targets = self._split_arrays(split)
-        return interest_summary(self._require_module(), histories, targets, self.config.eval,
-                                self.config.model.max_seq_length, self.config.train.device)
+        return interest_summary(
+            self._require_module(),
+            histories,
+            targets,
+            self.config.eval,
+            self.config.model.max_seq_length,
+            self.config.train.device,
+        )
 
     def _split_arrays(self, split: str):
         data = self.split
@@ -145,19 +173,29 @@ class SigmaRecommender:
         split, all of which the model may see) and, on synthetic data, the Bayes-optimal
         ranking under the generator's true next-item law."""
         data = self.split
-        histories, targets = ((data.valid_history, data.valid_target) if split == "valid"
-                              else (data.test_history, data.test_target))
+        histories, targets = (
+            (data.valid_history, data.valid_target)
+            if split == "valid"
+            else (data.test_history, data.test_target)
+        )
         popularity = PopularityRecommender().fit(histories, self.dataset.num_items)
-        out = {"popularity": evaluate_ranking(
-            popularity.score_items_for_users, torch.as_tensor(targets),
-            pad_right(histories, max(map(len, histories))), self.dataset.num_items,
-            ks=self.config.eval.ks, mask_history=self.config.eval.mask_history)}
+        out = {
+            "popularity": evaluate_ranking(
+                popularity.score_items_for_users,
+                torch.as_tensor(targets),
+                pad_right(histories, max(map(len, histories))),
+                self.dataset.num_items,
+                ks=self.config.eval.ks,
+                mask_history=self.config.eval.mask_history,
+            )
+        }
         if self.synthetic is not None:
             out["bayes_optimal"] = self.synthetic.bayes_optimal_metrics(self.config.eval.ks, split)
         return out
 
-    def recommend(self, histories: list[list[str]], k: int = 10,
-                  exclude_history: bool = True) -> list[list[tuple[str, float]]]:
+    def recommend(
+        self, histories: list[list[str]], k: int = 10, exclude_history: bool = True
+    ) -> list[list[tuple[str, float]]]:
         """Top-``k`` (raw item id, score) for each history of raw item ids. Items the model
         never saw are ignored; a history with no known item raises DataError."""
         module = self._require_module()
@@ -172,24 +210,31 @@ class SigmaRecommender:
         out = []
         module.eval()
         for start in range(0, len(encoded), cfg.eval_batch_size):
-            chunk = encoded[start: start + cfg.eval_batch_size]
+            chunk = encoded[start : start + cfg.eval_batch_size]
             representation = last_position_representation(
-                module, chunk, self.config.model.max_seq_length, device, cfg.posterior_samples)
+                module, chunk, self.config.model.max_seq_length, device, cfg.posterior_samples
+            )
             scorer = PosteriorScorer(module, representation, cfg.item_chunk_size)
             masked = pad_right(chunk, max(len(h) for h in chunk)) if exclude_history else None
             scores, items = top_k(scorer, module.num_items, k, cfg.item_chunk_size, masked)
             for row_scores, row_items in zip(scores.tolist(), items.tolist()):
-                out.append([(raw, s) for raw, s in
-                            zip(self.dataset.items.decode(row_items), row_scores)
-                            if s != float("-inf")])
+                out.append(
+                    [
+                        (raw, s)
+                        for raw, s in zip(self.dataset.items.decode(row_items), row_scores)
+                        if s != float("-inf")
+                    ]
+                )
         return out
 
     def recommend_users(self, users: list[str], k: int = 10) -> list[list[tuple[str, float]]]:
         """Top-``k`` next items after each named user's full sequence in the loaded data."""
         if self.dataset is None:
             self.load_data()
-        histories = [self.dataset.items.decode(self.dataset.sequences[self.dataset.user_position(u)])
-                     for u in users]
+        histories = [
+            self.dataset.items.decode(self.dataset.sequences[self.dataset.user_position(u)])
+            for u in users
+        ]
         return self.recommend(histories, k)
 
     # -- persistence ---------------------------------------------------------------------------
@@ -197,13 +242,16 @@ class SigmaRecommender:
         module = self._require_module()
         out = Path(out_dir)
         atomic_torch_save(module.state_dict(), out / MODEL_FILE)
-        atomic_write_json({
-            "format_version": FORMAT_VERSION,
-            "config": self.config.to_dict(),
-            "items": self.dataset.items.raw_ids,
-            "versions": library_versions(),
-            **(extra or {}),
-        }, out / META_FILE)
+        atomic_write_json(
+            {
+                "format_version": FORMAT_VERSION,
+                "config": self.config.to_dict(),
+                "items": self.dataset.items.raw_ids,
+                "versions": library_versions(),
+                **(extra or {}),
+            },
+            out / META_FILE,
+        )
         return out
 
     @classmethod
@@ -213,8 +261,10 @@ class SigmaRecommender:
         model_dir = Path(model_dir)
         meta = read_json(model_dir / META_FILE)
         if meta.get("format_version") != FORMAT_VERSION:
-            raise CheckpointError(f"{model_dir / META_FILE}: format version "
-                                  f"{meta.get('format_version')!r}, expected {FORMAT_VERSION}")
+            raise CheckpointError(
+                f"{model_dir / META_FILE}: format version "
+                f"{meta.get('format_version')!r}, expected {FORMAT_VERSION}"
+            )
         try:
             config = Config.from_dict(meta["config"], str(model_dir / META_FILE))
             items = ItemVocabulary([str(i) for i in meta["items"]])
@@ -238,8 +288,10 @@ class SigmaRecommender:
         try:
             rec.module.load_state_dict(state)
         except (RuntimeError, TypeError, AttributeError) as err:
-            raise CheckpointError(f"{model_dir / MODEL_FILE}: weights do not match the "
-                                  f"saved configuration ({str(err).splitlines()[0]})") from None
+            raise CheckpointError(
+                f"{model_dir / MODEL_FILE}: weights do not match the "
+                f"saved configuration ({str(err).splitlines()[0]})"
+            ) from None
         rec.module.to(config.train.device).eval()
         rec.dataset = SequenceDataset([], [], items)
         rec.meta = meta

@@ -18,9 +18,23 @@ import torch
 
 from sigma_pyro.cli.main import main
 
-TINY = ["--synthetic-users", "150", "--synthetic-items", "60", "--synthetic-categories", "4",
-        "--hidden-size", "16", "--num-heads", "2", "--max-seq-length", "10",
-        "--batch-size", "64", "--no-progress"]
+TINY = [
+    "--synthetic-users",
+    "150",
+    "--synthetic-items",
+    "60",
+    "--synthetic-categories",
+    "4",
+    "--hidden-size",
+    "16",
+    "--num-heads",
+    "2",
+    "--max-seq-length",
+    "10",
+    "--batch-size",
+    "64",
+    "--no-progress",
+]
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -33,8 +47,14 @@ def run_main(argv: list[str]) -> tuple[int, str, str]:
 
 def run_subprocess(argv: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, "-m", "sigma_pyro.cli.main", *map(str, argv)],
-                          capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "sigma_pyro.cli.main", *map(str, argv)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=120,
+    )
 
 
 def assert_user_error(code: int, stderr: str, *needles: str) -> str:
@@ -74,9 +94,9 @@ def test_train_writes_the_model_folder(trained):
         assert metrics[split]["ndcg@20"] <= metrics[split]["recall@20"] + 1e-9
     assert metrics["epochs_run"] == 2
     assert metrics["best_epoch"] in (1, 2)
-    assert metrics["peak_rss_mb"] > 50      # the process's own peak, torch included
+    assert metrics["peak_rss_mb"] > 50  # the process's own peak, torch included
     assert "popularity" in metrics["baselines"]
-    interests = metrics["interests"]      # the default prior is sigma, K = 8 in the preset
+    interests = metrics["interests"]  # the default prior is sigma, K = 8 in the preset
     assert interests["chance_nll"] == pytest.approx(math.log(60))
     assert interests["nll_per_sequence"] > 0
     assert set(interests["valid"]) == {"ndcg@20", "recall@20"}
@@ -113,8 +133,9 @@ def test_evaluate_reproduces_the_training_metrics(trained, capsys):
 
 
 def test_evaluate_one_split(trained, capsys):
-    assert main(["evaluate", "--model", str(trained["out"]), "--split", "test",
-                 "--ks", "3,10"]) == 0
+    assert (
+        main(["evaluate", "--model", str(trained["out"]), "--split", "test", "--ks", "3,10"]) == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert set(report) == {"test", "interests"}
     assert {"recall@3", "ndcg@3", "recall@10", "mrr"} <= set(report["test"])
@@ -158,8 +179,12 @@ def test_recommend_ignores_unknown_items_in_a_history(trained, capsys):
 def test_recommend_for_a_user(trained, capsys):
     from sigma_pyro.api import SigmaRecommender
 
-    assert main(["recommend", "--model", str(trained["out"]), "--user", "u0",
-                 "--user", "u1", "-k", "5"]) == 0
+    assert (
+        main(
+            ["recommend", "--model", str(trained["out"]), "--user", "u0", "--user", "u1", "-k", "5"]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     assert list(result) == ["u0", "u1"]
     rec = SigmaRecommender.load(trained["out"])
@@ -199,8 +224,15 @@ def test_resume_continues_from_last_state(trained, tmp_path):
 # -- help -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command,flag", [("train", "--num-interests"), ("evaluate", "--split"),
-                                          ("recommend", "--history"), (None, "train")])
+@pytest.mark.parametrize(
+    "command,flag",
+    [
+        ("train", "--num-interests"),
+        ("evaluate", "--split"),
+        ("recommend", "--history"),
+        (None, "train"),
+    ],
+)
 def test_help(command, flag, capsys):
     argv = [command, "--help"] if command else ["--help"]
     with pytest.raises(SystemExit) as info:
@@ -216,29 +248,39 @@ def test_help(command, flag, capsys):
 
 def test_missing_data_file(tmp_path, capsys):
     path = tmp_path / "absent.txt"
-    code = main(["train", *TINY, "--epochs", "1", "--data", str(path), "--out", str(tmp_path / "o")])
+    code = main(
+        ["train", *TINY, "--epochs", "1", "--data", str(path), "--out", str(tmp_path / "o")]
+    )
     assert_user_error(code, capsys.readouterr().err, str(path))
 
 
 def test_missing_data_file_as_a_subprocess(tmp_path):
     path = tmp_path / "absent.txt"
-    proc = run_subprocess(["train", *TINY, "--epochs", "1", "--data", path,
-                           "--out", tmp_path / "o"])
+    proc = run_subprocess(
+        ["train", *TINY, "--epochs", "1", "--data", path, "--out", tmp_path / "o"]
+    )
     assert_user_error(proc.returncode, proc.stderr, str(path))
 
 
 def test_malformed_data_file(tmp_path, capsys):
     path = tmp_path / "bad.txt"
     path.write_text("u1 a b c d\nu2\nu3 a b c\n")
-    code = main(["train", *TINY, "--epochs", "1", "--data", str(path), "--out", str(tmp_path / "o")])
+    code = main(
+        ["train", *TINY, "--epochs", "1", "--data", str(path), "--out", str(tmp_path / "o")]
+    )
     assert_user_error(code, capsys.readouterr().err, f"{path}:2")
     assert not (tmp_path / "o" / "model.pt").exists()
 
 
-@pytest.mark.parametrize("flags,needle", [(["--num-interests", "0"], "--num-interests"),
-                                          (["--prior", "nope"], "--prior"),
-                                          (["--max-seq-length", "1"], "--max-seq-length"),
-                                          (["--preset", "nope"], "--preset")])
+@pytest.mark.parametrize(
+    "flags,needle",
+    [
+        (["--num-interests", "0"], "--num-interests"),
+        (["--prior", "nope"], "--prior"),
+        (["--max-seq-length", "1"], "--max-seq-length"),
+        (["--preset", "nope"], "--preset"),
+    ],
+)
 def test_impossible_settings(flags, needle, tmp_path, capsys):
     code = main(["train", *TINY, "--epochs", "1", *flags, "--out", str(tmp_path / "o")])
     assert_user_error(code, capsys.readouterr().err, needle)

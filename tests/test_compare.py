@@ -24,19 +24,43 @@ from sigma_pyro.api import SigmaRecommender
 from sigma_pyro.cli.main import main
 from sigma_pyro.data.batching import TrainingBatches
 from sigma_pyro.errors import ConfigError
-from sigma_pyro.evaluation.interest_analysis import (chance_nmi, item_clusters, nmf_item_topics,
-                                          normalized_mutual_information, planted_recovery,
-                                          recommendation_diversity, synthetic_labels)
-from sigma_pyro.inference.iwae import (_deterministic_parts, _per_sequence, iwae_log_likelihood,
-                             log_weights)
+from sigma_pyro.evaluation.interest_analysis import (
+    chance_nmi,
+    item_clusters,
+    nmf_item_topics,
+    normalized_mutual_information,
+    planted_recovery,
+    recommendation_diversity,
+    synthetic_labels,
+)
+from sigma_pyro.inference.iwae import (
+    _deterministic_parts,
+    _per_sequence,
+    iwae_log_likelihood,
+    log_weights,
+)
 from sigma_pyro.inference.training import TrainingError
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = {"synthetic_users": 150, "synthetic_items": 60, "synthetic_categories": 4,
-        "hidden_size": 16, "num_heads": 2, "max_seq_length": 10, "batch_size": 64,
-        "num_interests": 4, "pseudo_inputs": 4, "epochs": 1, "progress": False}
-TINY_FLAGS = [word for name, value in TINY.items() if name != "progress"
-              for word in ("--" + name.replace("_", "-"), str(value))] + ["--no-progress"]
+TINY = {
+    "synthetic_users": 150,
+    "synthetic_items": 60,
+    "synthetic_categories": 4,
+    "hidden_size": 16,
+    "num_heads": 2,
+    "max_seq_length": 10,
+    "batch_size": 64,
+    "num_interests": 4,
+    "pseudo_inputs": 4,
+    "epochs": 1,
+    "progress": False,
+}
+TINY_FLAGS = [
+    word
+    for name, value in TINY.items()
+    if name != "progress"
+    for word in ("--" + name.replace("_", "-"), str(value))
+] + ["--no-progress"]
 
 
 @pytest.fixture
@@ -63,8 +87,18 @@ def quiet_main(argv) -> int:
 
 def test_grid_writes_results_and_summary_and_resumes(tmp_path, count_runs, monkeypatch):
     out = tmp_path / "grid"
-    argv = ["compare", "--priors", "normal,sigma", "--seeds", "2", "--out", out,
-            "--iwae-samples", "3", *TINY_FLAGS]
+    argv = [
+        "compare",
+        "--priors",
+        "normal,sigma",
+        "--seeds",
+        "2",
+        "--out",
+        out,
+        "--iwae-samples",
+        "3",
+        *TINY_FLAGS,
+    ]
     assert quiet_main(argv) == 0
     assert sorted(count_runs) == [("normal", 0), ("normal", 1), ("sigma", 0), ("sigma", 1)]
 
@@ -72,7 +106,11 @@ def test_grid_writes_results_and_summary_and_resumes(tmp_path, count_runs, monke
     assert list(results.columns) == list(compare.COLUMNS)
     # Seed-major, so that an interrupted grid holds complete seeds.
     assert list(zip(results["prior"], results["seed"])) == [
-        ("normal", 0), ("sigma", 0), ("normal", 1), ("sigma", 1)]
+        ("normal", 0),
+        ("sigma", 0),
+        ("normal", 1),
+        ("sigma", 1),
+    ]
     assert (results["status"] == "ok").all()
     for metric in compare.METRICS:
         assert results[metric].between(0, 1).all(), metric
@@ -124,8 +162,16 @@ def test_a_diverging_run_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch)
         return {m: 0.5 for m in compare.METRICS}
 
     monkeypatch.setattr(compare, "train_and_measure", fake)
-    results = compare.run_comparison(tmp_path, ["normal", "gmm"], 1, "synthetic", TINY,
-                                     iwae_samples=2, progress=False, log=lambda line: None)
+    results = compare.run_comparison(
+        tmp_path,
+        ["normal", "gmm"],
+        1,
+        "synthetic",
+        TINY,
+        iwae_samples=2,
+        progress=False,
+        log=lambda line: None,
+    )
     assert list(results["status"]) == ["ok", "failed: non-finite ELBO at epoch 1, step 1"]
     summary = (tmp_path / "summary.md").read_text()
     assert "## Failed runs" in summary and "gmm seed 0" in summary
@@ -133,8 +179,9 @@ def test_a_diverging_run_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch)
 
 
 def test_parallel_jobs_run_the_whole_grid(tmp_path):
-    results = compare.run_comparison(tmp_path, ["normal", "sigma"], 1, "synthetic", TINY,
-                                     iwae_samples=1, progress=False, jobs=2)
+    results = compare.run_comparison(
+        tmp_path, ["normal", "sigma"], 1, "synthetic", TINY, iwae_samples=1, progress=False, jobs=2
+    )
     assert sorted(results["prior"]) == ["normal", "sigma"] and (results["status"] == "ok").all()
     assert len(pd.read_csv(tmp_path / "results.csv")) == 2
     assert (tmp_path / "runs" / "sigma-seed0" / "model.pt").is_file()
@@ -147,24 +194,36 @@ def test_zero_iwae_samples_skips_the_held_out_likelihood(tmp_path, monkeypatch):
         raise AssertionError("the IWAE was computed")
 
     monkeypatch.setattr(compare, "iwae_log_likelihood", refuse)
-    results = compare.run_comparison(tmp_path, ["normal"], 1, "synthetic", TINY,
-                                     iwae_samples=0, progress=False, log=lambda line: None)
+    results = compare.run_comparison(
+        tmp_path,
+        ["normal"],
+        1,
+        "synthetic",
+        TINY,
+        iwae_samples=0,
+        progress=False,
+        log=lambda line: None,
+    )
     assert results["status"].tolist() == ["ok"] and results["iwae_per_token"].isna().all()
     assert "--iwae-samples 0" in (tmp_path / "summary.md").read_text()
     with pytest.raises(ConfigError, match="--iwae-samples must be 0 .skip. or more, got -1"):
         compare.run_comparison(tmp_path, ["normal"], 1, "synthetic", TINY, iwae_samples=-1)
 
 
-@pytest.mark.parametrize("priors,overrides,needle", [
-    (["normal", "sigma"], {"prior": "sigma"}, "--priors"),
-    (["normal", "sigma"], {"analytic_kl": True}, "--analytic-kl"),
-    (["normal", "nope"], {}, "--prior"),
-    (["normal", "normal"], {}, "distinct"),
-])
+@pytest.mark.parametrize(
+    "priors,overrides,needle",
+    [
+        (["normal", "sigma"], {"prior": "sigma"}, "--priors"),
+        (["normal", "sigma"], {"analytic_kl": True}, "--analytic-kl"),
+        (["normal", "nope"], {}, "--prior"),
+        (["normal", "normal"], {}, "distinct"),
+    ],
+)
 def test_impossible_grids_fail_before_training(tmp_path, count_runs, priors, overrides, needle):
     with pytest.raises(ConfigError, match=needle):
-        compare.run_comparison(tmp_path, priors, 1, "synthetic", {**TINY, **overrides},
-                               progress=False)
+        compare.run_comparison(
+            tmp_path, priors, 1, "synthetic", {**TINY, **overrides}, progress=False
+        )
     assert count_runs == []
 
 
@@ -172,24 +231,33 @@ def test_paired_comparison_matches_scipy():
     rows = [("normal", s, v) for s, v in enumerate([0.10, 0.12, 0.11])]
     rows += [("sigma", s, v) for s, v in enumerate([0.13, 0.14, 0.15])]
     rows += [("gmm", 0, 0.2)]
-    results = pd.DataFrame([{"prior": p, "seed": s, "status": "ok", "ndcg@10": v}
-                            for p, s, v in rows])
+    results = pd.DataFrame(
+        [{"prior": p, "seed": s, "status": "ok", "ndcg@10": v} for p, s, v in rows]
+    )
     result = compare.paired_comparison(results, "ndcg@10", "sigma")
     assert result["pairs"] == 3
     assert result["difference"] == pytest.approx(0.03)
-    assert result["p"] == pytest.approx(stats.ttest_rel([0.13, 0.14, 0.15],
-                                                        [0.10, 0.12, 0.11]).pvalue)
+    assert result["p"] == pytest.approx(
+        stats.ttest_rel([0.13, 0.14, 0.15], [0.10, 0.12, 0.11]).pvalue
+    )
     one = compare.paired_comparison(results, "ndcg@10", "gmm")
     assert one["pairs"] == 1 and math.isnan(one["p"])
 
 
 def test_command_line_reproduces_the_settings():
-    line = compare.command_line("out", ["normal", "sigma"], 2, "office",
-                                {"path": "data/x.txt", "epochs": 3, "train_prototypes": False,
-                                 "ks": [10, 20]}, 20)
-    assert line == ("sigma-pyro compare --preset office --priors normal,sigma --seeds 2 "
-                    "--out out --iwae-samples 20 --data data/x.txt --epochs 3 "
-                    "--no-train-prototypes --ks 10,20")
+    line = compare.command_line(
+        "out",
+        ["normal", "sigma"],
+        2,
+        "office",
+        {"path": "data/x.txt", "epochs": 3, "train_prototypes": False, "ks": [10, 20]},
+        20,
+    )
+    assert line == (
+        "sigma-pyro compare --preset office --priors normal,sigma --seeds 2 "
+        "--out out --iwae-samples 20 --data data/x.txt --epochs 3 "
+        "--no-train-prototypes --ks 10,20"
+    )
 
 
 # -- NMI -----------------------------------------------------------------------------------------
@@ -199,8 +267,9 @@ def test_normalized_mutual_information():
     a = np.array([0, 0, 1, 1, 2, 2])
     assert normalized_mutual_information(a, a) == pytest.approx(1.0)
     assert normalized_mutual_information(a, np.array([5, 5, 3, 3, 9, 9])) == pytest.approx(1.0)
-    assert normalized_mutual_information(np.array([0, 0, 1, 1]),
-                                         np.array([0, 1, 0, 1])) == pytest.approx(0.0)
+    assert normalized_mutual_information(
+        np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1])
+    ) == pytest.approx(0.0)
     # By hand: given either label of a, b is split 2/3 : 1/3, so I = H(b) - H(2/3, 1/3).
     labels, b = np.array([0, 0, 0, 1, 1, 1]), np.array([0, 0, 1, 1, 1, 2])
     entropy = lambda *p: -sum(x * math.log(x) for x in p)  # noqa: E731
@@ -224,16 +293,22 @@ def test_nmf_topics_recover_planted_categories():
 def trained_sigma():
     """SIGMA trained long enough on planted data for its prototypes to mean something."""
     pyro.clear_param_store()
-    rec = SigmaRecommender.from_preset("synthetic", **{**TINY, "synthetic_users": 300,
-                                                       "synthetic_items": 80, "epochs": 15})
+    rec = SigmaRecommender.from_preset(
+        "synthetic", **{**TINY, "synthetic_users": 300, "synthetic_items": 80, "epochs": 15}
+    )
     rec.fit(log=lambda line: None)
     return rec
 
 
 def test_sigma_recovers_planted_categories_above_chance(trained_sigma):
     rec = trained_sigma
-    recovery = planted_recovery(rec.module, rec.dataset, rec.synthetic, rec.split.test_history,
-                                rec.config.model.max_seq_length)
+    recovery = planted_recovery(
+        rec.module,
+        rec.dataset,
+        rec.synthetic,
+        rec.split.test_history,
+        rec.config.model.max_seq_length,
+    )
     assert recovery["nmi_items"] > recovery["nmi_items_chance"] + 0.2
     assert recovery["nmi_items"] > 3 * recovery["nmi_items_chance"]
     assert recovery["nmi_users"] > 2 * recovery["nmi_users_chance"]
@@ -247,8 +322,13 @@ def test_gmm_and_vamp_cluster_items_and_users():
         items = item_clusters(rec.module)
         assert items.shape == (rec.dataset.num_items + 1,) and items[0] == -1
         assert set(items[1:]) <= set(range(clusters))
-        recovery = planted_recovery(rec.module, rec.dataset, rec.synthetic,
-                                    rec.split.test_history, rec.config.model.max_seq_length)
+        recovery = planted_recovery(
+            rec.module,
+            rec.dataset,
+            rec.synthetic,
+            rec.split.test_history,
+            rec.config.model.max_seq_length,
+        )
         assert 0 <= recovery["nmi_items"] <= 1 and 0 <= recovery["nmi_users"] <= 1
 
 
@@ -293,8 +373,7 @@ def test_precomputed_encoding_and_interests_change_nothing(trained_sigma):
     """IWAE hands the once-computed encoder output and interests to model and guide as an
     argument; the weights must be those of computing them in every trace."""
     module = trained_sigma.module.eval()
-    batch = next(iter(TrainingBatches(trained_sigma.dataset.sequences[:16], 16, 10,
-                                      shuffle=False)))
+    batch = next(iter(TrainingBatches(trained_sigma.dataset.sequences[:16], 16, 10, shuffle=False)))
     pyro.set_rng_seed(7)
     plain = log_weights(module, batch, include_interests=True)
     precomputed = _deterministic_parts(module, batch)
@@ -302,15 +381,16 @@ def test_precomputed_encoding_and_interests_change_nothing(trained_sigma):
     pyro.set_rng_seed(7)
     cached = log_weights(module, batch, include_interests=True, precomputed=precomputed)
     torch.testing.assert_close(cached, plain)
-    assert not {"encode", "extract_interests"} & set(vars(module)), \
+    assert not {"encode", "extract_interests"} & set(vars(module)), (
         "nothing on the module is replaced"
+    )
 
 
 def test_iwae_scores_a_sampled_softmax_model_with_the_exact_likelihood():
     pyro.clear_param_store()
-    sampled = SigmaRecommender.from_preset("synthetic", **{**TINY, "prior": "normal",
-                                                           "likelihood": "sampled",
-                                                           "negatives": 5})
+    sampled = SigmaRecommender.from_preset(
+        "synthetic", **{**TINY, "prior": "normal", "likelihood": "sampled", "negatives": 5}
+    )
     module = sampled.build_module()
     full = SigmaRecommender.from_preset("synthetic", **{**TINY, "prior": "normal"})
     reference = full.build_module()

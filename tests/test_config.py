@@ -8,8 +8,14 @@ import pytest
 import yaml
 
 from sigma_pyro.cli.main import main
-from sigma_pyro.config import (PRESET_NAMES, Config, ConfigError, load_config, nest_overrides,
-                               preset_path)
+from sigma_pyro.config import (
+    PRESET_NAMES,
+    Config,
+    ConfigError,
+    load_config,
+    nest_overrides,
+    preset_path,
+)
 from sigma_pyro.errors import SigmaPyroError
 
 
@@ -77,8 +83,13 @@ def test_no_preset_gives_dataclass_defaults():
 
 
 def test_overrides_take_precedence_over_the_preset():
-    c = load_config("office", {"model": {"max_seq_length": 20, "attention_dropout": 0.1},
-                               "train": {"kl_anneal_steps": 5}})
+    c = load_config(
+        "office",
+        {
+            "model": {"max_seq_length": 20, "attention_dropout": 0.1},
+            "train": {"kl_anneal_steps": 5},
+        },
+    )
     assert c.model.max_seq_length == 20
     assert c.model.attention_dropout == 0.1
     assert c.train.kl_anneal_steps == 5
@@ -87,17 +98,27 @@ def test_overrides_take_precedence_over_the_preset():
 
 
 def test_overrides_are_coerced_from_strings():
-    c = load_config("beauty", {"model": {"hidden_size": "64", "train_prototypes": "false"},
-                               "train": {"lr": "0.01"}, "eval": {"ks": "5,10"},
-                               "data": {"min_rating": "none"}})
+    c = load_config(
+        "beauty",
+        {
+            "model": {"hidden_size": "64", "train_prototypes": "false"},
+            "train": {"lr": "0.01"},
+            "eval": {"ks": "5,10"},
+            "data": {"min_rating": "none"},
+        },
+    )
     assert c.model.hidden_size == 64 and c.model.train_prototypes is False
     assert c.train.lr == 0.01 and c.eval.ks == [5, 10] and c.data.min_rating is None
 
 
 def test_nest_overrides_routes_flat_names_to_sections():
     nested = nest_overrides({"hidden_size": 8, "epochs": 3, "path": "x.txt", "ks": [1]})
-    assert nested == {"model": {"hidden_size": 8}, "train": {"epochs": 3},
-                      "data": {"path": "x.txt"}, "eval": {"ks": [1]}}
+    assert nested == {
+        "model": {"hidden_size": 8},
+        "train": {"epochs": 3},
+        "data": {"path": "x.txt"},
+        "eval": {"ks": [1]},
+    }
 
 
 def test_round_trip_through_dict():
@@ -118,30 +139,33 @@ def raises_naming(overrides: dict, *needles: str, preset: str | None = None) -> 
     return message
 
 
-@pytest.mark.parametrize("overrides,flag", [
-    ({"model": {"hidden_size": -8}}, "--hidden-size"),
-    ({"model": {"hidden_size": 0}}, "--hidden-size"),
-    ({"model": {"num_interests": 0}}, "--num-interests"),
-    ({"model": {"num_heads": 0}}, "--num-heads"),
-    ({"model": {"max_seq_length": 1}}, "--max-seq-length"),
-    ({"model": {"hidden_size": 10, "num_heads": 4}}, "--hidden-size"),
-    ({"model": {"hidden_size": 10, "num_heads": 4}}, "--num-heads"),
-    ({"model": {"prior": "nope"}}, "--prior"),
-    ({"model": {"hidden_dropout": 1.0}}, "--hidden-dropout"),
-    ({"model": {"attention_dropout": -0.1}}, "--attention-dropout"),
-    ({"model": {"orthogonality_weight": -1.0}}, "--orthogonality-weight"),
-    ({"train": {"epochs": 0}}, "--epochs"),
-    ({"train": {"batch_size": -1}}, "--batch-size"),
-    ({"train": {"lr": 0.0}}, "--lr"),
-    ({"train": {"num_particles": 0}}, "--num-particles"),
-    ({"train": {"kl_cap": 0.0}}, "--kl-cap"),
-    ({"train": {"kl_anneal_steps": -1}}, "--kl-anneal-steps"),
-    ({"train": {"early_stop_metric": "precision@10"}}, "--early-stop-metric"),
-    ({"eval": {"ks": []}}, "--ks"),
-    ({"eval": {"ks": [0, 5]}}, "--ks"),
-    ({"data": {"format": "xml"}}, "--format"),
-    ({"data": {"synthetic_items": 0}}, "--synthetic-items"),
-])
+@pytest.mark.parametrize(
+    "overrides,flag",
+    [
+        ({"model": {"hidden_size": -8}}, "--hidden-size"),
+        ({"model": {"hidden_size": 0}}, "--hidden-size"),
+        ({"model": {"num_interests": 0}}, "--num-interests"),
+        ({"model": {"num_heads": 0}}, "--num-heads"),
+        ({"model": {"max_seq_length": 1}}, "--max-seq-length"),
+        ({"model": {"hidden_size": 10, "num_heads": 4}}, "--hidden-size"),
+        ({"model": {"hidden_size": 10, "num_heads": 4}}, "--num-heads"),
+        ({"model": {"prior": "nope"}}, "--prior"),
+        ({"model": {"hidden_dropout": 1.0}}, "--hidden-dropout"),
+        ({"model": {"attention_dropout": -0.1}}, "--attention-dropout"),
+        ({"model": {"orthogonality_weight": -1.0}}, "--orthogonality-weight"),
+        ({"train": {"epochs": 0}}, "--epochs"),
+        ({"train": {"batch_size": -1}}, "--batch-size"),
+        ({"train": {"lr": 0.0}}, "--lr"),
+        ({"train": {"num_particles": 0}}, "--num-particles"),
+        ({"train": {"kl_cap": 0.0}}, "--kl-cap"),
+        ({"train": {"kl_anneal_steps": -1}}, "--kl-anneal-steps"),
+        ({"train": {"early_stop_metric": "precision@10"}}, "--early-stop-metric"),
+        ({"eval": {"ks": []}}, "--ks"),
+        ({"eval": {"ks": [0, 5]}}, "--ks"),
+        ({"data": {"format": "xml"}}, "--format"),
+        ({"data": {"synthetic_items": 0}}, "--synthetic-items"),
+    ],
+)
 def test_impossible_values_name_the_flag(overrides, flag):
     raises_naming(overrides, flag)
 
@@ -159,11 +183,14 @@ def test_missing_preset_file(tmp_path):
     raises_naming({}, "--preset", "no such file", preset=str(tmp_path / "absent.yaml"))
 
 
-@pytest.mark.parametrize("overrides,needle", [
-    ({"model": {"hidden_sizes": 3}}, "model.hidden_sizes"),
-    ({"modelx": {"hidden_size": 3}}, "modelx"),
-    ({"train": {"hidden_size": 3}}, "train.hidden_size"),  # right key, wrong section
-])
+@pytest.mark.parametrize(
+    "overrides,needle",
+    [
+        ({"model": {"hidden_sizes": 3}}, "model.hidden_sizes"),
+        ({"modelx": {"hidden_size": 3}}, "modelx"),
+        ({"train": {"hidden_size": 3}}, "train.hidden_size"),  # right key, wrong section
+    ],
+)
 def test_unknown_keys_are_rejected(overrides, needle):
     raises_naming(overrides, needle)
 
@@ -173,32 +200,41 @@ def test_unknown_flat_setting_names_the_flag():
         nest_overrides({"num_interest": 3})
 
 
-@pytest.mark.parametrize("overrides,needle", [
-    ({"model": {"hidden_size": "abc"}}, "hidden_size"),
-    ({"model": {"hidden_size": 16.5}}, "hidden_size"),
-    ({"model": {"hidden_size": [16]}}, "hidden_size"),
-    ({"train": {"lr": "fast"}}, "lr"),
-    ({"model": {"train_prototypes": "maybe"}}, "train_prototypes"),
-    ({"eval": {"ks": "5,x"}}, "ks"),
-    ({"eval": {"ks": 5}}, "ks"),
-    ({"model": {"prior": None}}, "prior"),
-    ({"model": "big"}, "model"),
-])
+@pytest.mark.parametrize(
+    "overrides,needle",
+    [
+        ({"model": {"hidden_size": "abc"}}, "hidden_size"),
+        ({"model": {"hidden_size": 16.5}}, "hidden_size"),
+        ({"model": {"hidden_size": [16]}}, "hidden_size"),
+        ({"train": {"lr": "fast"}}, "lr"),
+        ({"model": {"train_prototypes": "maybe"}}, "train_prototypes"),
+        ({"eval": {"ks": "5,x"}}, "ks"),
+        ({"eval": {"ks": 5}}, "ks"),
+        ({"model": {"prior": None}}, "prior"),
+        ({"model": "big"}, "model"),
+    ],
+)
 def test_bad_types_are_rejected(overrides, needle):
     raises_naming(overrides, needle)
 
 
-@pytest.mark.parametrize("overrides", [{"model": {"num_heads": True}},
-                                       {"train": {"epochs": True}},
-                                       {"train": {"lr": False}}])
+@pytest.mark.parametrize(
+    "overrides",
+    [{"model": {"num_heads": True}}, {"train": {"epochs": True}}, {"train": {"lr": False}}],
+)
 def test_bools_are_not_integers(overrides):
     with pytest.raises(ConfigError):
         load_config(None, overrides)
 
 
-@pytest.mark.parametrize("overrides,flag", [({"train": {"lr": math.nan}}, "--lr"),
-                                            ({"train": {"lr": "nan"}}, "--lr"),
-                                            ({"train": {"kl_cap": math.nan}}, "--kl-cap")])
+@pytest.mark.parametrize(
+    "overrides,flag",
+    [
+        ({"train": {"lr": math.nan}}, "--lr"),
+        ({"train": {"lr": "nan"}}, "--lr"),
+        ({"train": {"kl_cap": math.nan}}, "--kl-cap"),
+    ],
+)
 def test_nan_is_not_positive(overrides, flag):
     raises_naming(overrides, flag)
 
@@ -225,11 +261,14 @@ def test_empty_yaml_file_gives_defaults(tmp_path):
     assert load_config(str(path)).to_dict() == Config().to_dict()
 
 
-@pytest.mark.parametrize("text", [
-    "model:\n  hidden_size: [1, 2\n  num_heads: 2\n",   # unclosed flow sequence
-    "model:\n\thidden_size: 3\n",                      # tab indentation
-    "model: {hidden_size: 3\n",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "model:\n  hidden_size: [1, 2\n  num_heads: 2\n",  # unclosed flow sequence
+        "model:\n\thidden_size: 3\n",  # tab indentation
+        "model: {hidden_size: 3\n",
+    ],
+)
 def test_malformed_yaml_names_the_file(tmp_path, text):
     path = tmp_path / "broken.yaml"
     path.write_text(text)
@@ -243,13 +282,16 @@ def test_undecodable_yaml_names_the_file(tmp_path):
     raises_naming({}, str(path), preset=str(path))
 
 
-@pytest.mark.parametrize("text,needle", [
-    ("- a\n- b\n", "mapping"),
-    ("model: 5\n", "'model'"),
-    ("model:\n  hidden_sizes: 3\n", "model.hidden_sizes"),
-    ("model:\n  hidden_size: abc\n", "model.hidden_size"),
-    ("model:\n  num_interests: 0\n", "--num-interests"),
-])
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("- a\n- b\n", "mapping"),
+        ("model: 5\n", "'model'"),
+        ("model:\n  hidden_sizes: 3\n", "model.hidden_sizes"),
+        ("model:\n  hidden_size: abc\n", "model.hidden_size"),
+        ("model:\n  num_interests: 0\n", "--num-interests"),
+    ],
+)
 def test_wellformed_but_wrong_yaml(tmp_path, text, needle):
     path = tmp_path / "wrong.yaml"
     path.write_text(text)

@@ -24,14 +24,40 @@ HIDDEN = 16
 # enough that its scales grow to the posterior's: the default annealed KL leaves it so much
 # narrower than the unannealed posterior that k-hat is far above 1 for every user, leaving no
 # room to see a planted bad guide.
-TINY = ["--synthetic-users", "200", "--synthetic-items", "80", "--synthetic-categories", "4",
-        "--hidden-size", str(HIDDEN), "--num-heads", "2", "--max-seq-length", "10",
-        "--batch-size", "64", "--no-progress"]
+TINY = [
+    "--synthetic-users",
+    "200",
+    "--synthetic-items",
+    "80",
+    "--synthetic-categories",
+    "4",
+    "--hidden-size",
+    str(HIDDEN),
+    "--num-heads",
+    "2",
+    "--max-seq-length",
+    "10",
+    "--batch-size",
+    "64",
+    "--no-progress",
+]
 # Dropout on z at the decoder's input makes the decoder tolerate a wide posterior; without
 # it this tiny model's posterior is already so narrow that k-hat is far above 1 for the good
 # guide too (median 1.6), again leaving no room to see the planted bad one.
-UNANNEALED = ["--epochs", "12", "--patience", "20", "--lr", "0.01", "--kl-cap", str(HIDDEN),
-              "--kl-anneal-steps", "0", "--decoder-input-dropout", "0.2"]
+UNANNEALED = [
+    "--epochs",
+    "12",
+    "--patience",
+    "20",
+    "--lr",
+    "0.01",
+    "--kl-cap",
+    str(HIDDEN),
+    "--kl-anneal-steps",
+    "0",
+    "--decoder-input-dropout",
+    "0.2",
+]
 USERS, SAMPLES = 40, 40
 
 
@@ -60,14 +86,21 @@ def normal_model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def diagnosed(model_dir, tmp_path_factory):
-    return diagnose(model_dir, tmp_path_factory.mktemp("diag"), num_users=USERS,
-                    num_samples=SAMPLES, seed=0)
+    return diagnose(
+        model_dir, tmp_path_factory.mktemp("diag"), num_users=USERS, num_samples=SAMPLES, seed=0
+    )
 
 
 def test_netcdf_round_trip_has_the_documented_groups_dims_and_shapes(diagnosed, model_dir):
     idata = az.from_netcdf(diagnosed.files["diagnostics.nc"])
-    assert {"posterior", "posterior_predictive", "log_likelihood", "observed_data",
-            "sample_stats", "user_diagnostics"} <= set(idata.groups())
+    assert {
+        "posterior",
+        "posterior_predictive",
+        "log_likelihood",
+        "observed_data",
+        "sample_stats",
+        "user_diagnostics",
+    } <= set(idata.groups())
     post = idata.posterior
     k = post.sizes["interest"]
     assert post["z"].dims == ("chain", "draw", "user", "latent")
@@ -97,13 +130,17 @@ def test_netcdf_round_trip_has_the_documented_groups_dims_and_shapes(diagnosed, 
 
 
 def test_report_and_figures_are_written(diagnosed):
-    for name in ("khat.png", "forest_interests.png", "mixture_weights.png",
-                 "predictive_rank.png"):
+    for name in ("khat.png", "forest_interests.png", "mixture_weights.png", "predictive_rank.png"):
         path = diagnosed.files[name]
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     report = diagnosed.files["report.md"].read_text()
-    for heading in ("## Summary", "## PSIS k-hat", "## Mixture components", "## Calibration",
-                    "## Seeds"):
+    for heading in (
+        "## Summary",
+        "## PSIS k-hat",
+        "## Mixture components",
+        "## Calibration",
+        "## Seeds",
+    ):
         assert heading in report
     median = diagnosed.summary["psis"]["khat_quantiles"]["median"]
     assert f"{median:.3g}" in report
@@ -132,8 +169,9 @@ def test_psis_flags_a_planted_bad_guide(diagnosed, model_dir, tmp_path):
 
 def test_seed_models_become_chains(model_dir, tmp_path):
     # The same weights twice: two chains that must agree.
-    result = diagnose(model_dir, tmp_path, num_users=10, num_samples=25, seed=1,
-                      extra_models=[model_dir])
+    result = diagnose(
+        model_dir, tmp_path, num_users=10, num_samples=25, seed=1, extra_models=[model_dir]
+    )
     assert result.inference_data.posterior.sizes["chain"] == 2
     assert result.inference_data.user_diagnostics["khat"].shape == (2, 10)
     runs = az.from_netcdf(result.files["runs.nc"])
@@ -189,21 +227,38 @@ def test_calibration_on_a_predictive_calibrated_by_construction():
 
 def test_cli_writes_the_outputs(model_dir, tmp_path):
     out = tmp_path / "cli"
-    code, stdout, stderr = run_main(["diagnose", "--model", model_dir, "--out", out,
-                                     "--users", "8", "--samples", "25", "--seed", "2"])
+    code, stdout, stderr = run_main(
+        [
+            "diagnose",
+            "--model",
+            model_dir,
+            "--out",
+            out,
+            "--users",
+            "8",
+            "--samples",
+            "25",
+            "--seed",
+            "2",
+        ]
+    )
     assert code == 0, stderr
     assert stdout.strip() == str(out / "report.md")
     for name in ("diagnostics.nc", "runs.nc", "khat.png", "predictive_rank.png", "report.md"):
         assert (out / name).is_file(), name
 
 
-@pytest.mark.parametrize("extra, needle", [
-    (["--users", "0"], "--users"),
-    (["--samples", "5"], "--samples"),
-    (["--seeds-models", "NORMAL"], "prior"),
-])
-def test_cli_bad_input_is_one_line_with_status_2(model_dir, normal_model_dir, tmp_path,
-                                                 extra, needle):
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--users", "0"], "--users"),
+        (["--samples", "5"], "--samples"),
+        (["--seeds-models", "NORMAL"], "prior"),
+    ],
+)
+def test_cli_bad_input_is_one_line_with_status_2(
+    model_dir, normal_model_dir, tmp_path, extra, needle
+):
     extra = [str(normal_model_dir) if a == "NORMAL" else a for a in extra]
     code, _, stderr = run_main(["diagnose", "--model", model_dir, "--out", tmp_path, *extra])
     _assert_one_line_error(code, stderr, needle)
@@ -223,8 +278,9 @@ def _assert_one_line_error(code: int, stderr: str, needle: str) -> None:
 
 def test_cli_refuses_the_deterministic_variant(tmp_path):
     model = tmp_path / "deterministic"
-    code, _, err = run_main(["train", *TINY, "--prior", "deterministic", "--epochs", "1",
-                             "--out", model])
+    code, _, err = run_main(
+        ["train", *TINY, "--prior", "deterministic", "--epochs", "1", "--out", model]
+    )
     assert code == 0, err
     code, _, stderr = run_main(["diagnose", "--model", model, "--out", tmp_path / "diag"])
     _assert_one_line_error(code, stderr, "deterministic")

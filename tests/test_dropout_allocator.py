@@ -55,16 +55,29 @@ def _printed_by(code: str) -> str:
 
 
 def test_system_allocator_opt_out():
-    assert _printed_by("import os; os.environ['SIGMA_PYRO_MALLOC'] = 'system'; "
-                       "from sigma_pyro.runtime.allocator import retain_freed_memory; "
-                       "print(retain_freed_memory())") == "False"
+    assert (
+        _printed_by(
+            "import os; os.environ['SIGMA_PYRO_MALLOC'] = 'system'; "
+            "from sigma_pyro.runtime.allocator import retain_freed_memory; "
+            "print(retain_freed_memory())"
+        )
+        == "False"
+    )
 
 
 @pytest.mark.parametrize("preset, expected", [("7", "7"), (None, "64")])
 def test_onednn_cache_cap_keeps_a_user_setting(preset, expected):
-    setup = (f"os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'] = '{preset}'" if preset
-             else "os.environ.pop('ONEDNN_PRIMITIVE_CACHE_CAPACITY', None)")
-    assert _printed_by(f"import os; {setup}; "
-                       "from sigma_pyro.runtime.allocator import configure_process_memory; "
-                       "configure_process_memory(); "
-                       "print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])") == expected
+    setup = (
+        f"os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'] = '{preset}'"
+        if preset
+        else "os.environ.pop('ONEDNN_PRIMITIVE_CACHE_CAPACITY', None)"
+    )
+    assert (
+        _printed_by(
+            f"import os; {setup}; "
+            "from sigma_pyro.runtime.allocator import configure_process_memory; "
+            "configure_process_memory(); "
+            "print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])"
+        )
+        == expected
+    )

@@ -8,9 +8,19 @@ from sigma_pyro.api import SigmaRecommender
 @pytest.mark.parametrize("prior", ["sigma", "normal"])
 def test_short_run_beats_popularity(prior):
     rec = SigmaRecommender.from_preset(
-        "synthetic", prior=prior, synthetic_users=500, synthetic_items=150,
-        synthetic_categories=4, num_interests=4, hidden_size=32, epochs=8, batch_size=64,
-        kl_anneal_steps=100, patience=8, progress=False)
+        "synthetic",
+        prior=prior,
+        synthetic_users=500,
+        synthetic_items=150,
+        synthetic_categories=4,
+        num_interests=4,
+        hidden_size=32,
+        epochs=8,
+        batch_size=64,
+        kl_anneal_steps=100,
+        patience=8,
+        progress=False,
+    )
     rec.fit(log=lambda line: None)
     test = rec.evaluate("test")
     baselines = rec.baselines("test")

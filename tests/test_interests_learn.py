@@ -12,12 +12,19 @@ import pytest
 from sigma_pyro.api import SigmaRecommender
 from sigma_pyro.evaluation.interest_analysis import synthetic_labels, user_clusters
 
-PLANTED = dict(synthetic_users=500, synthetic_items=150, synthetic_categories=4,
-               num_interests=4, hidden_size=32, batch_size=32, kl_anneal_steps=100,
-               progress=False,
-               # On 150 items a prototype holds 2 of them under the default 0.01 after 20
-               # epochs; a stronger balance keeps all four in use.
-               balance_weight=0.1)
+PLANTED = dict(
+    synthetic_users=500,
+    synthetic_items=150,
+    synthetic_categories=4,
+    num_interests=4,
+    hidden_size=32,
+    batch_size=32,
+    kl_anneal_steps=100,
+    progress=False,
+    # On 150 items a prototype holds 2 of them under the default 0.01 after 20
+    # epochs; a stronger balance keeps all four in use.
+    balance_weight=0.1,
+)
 
 
 def recommender(epochs: int) -> SigmaRecommender:

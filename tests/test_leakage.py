@@ -27,9 +27,17 @@ ATOL = 1e-5
 def make_module(prior: str, seed: int = 0) -> SigmaModule:
     torch.manual_seed(seed)
     # Non-zero dropout everywhere: eval() must switch it off for the checks to be exact.
-    config = ModelConfig(prior=prior, hidden_size=HIDDEN, num_heads=2, num_layers=2,
-                         decoder_layers=2, max_seq_length=MAX_LEN, num_interests=3,
-                         hidden_dropout=0.3, attention_dropout=0.3)
+    config = ModelConfig(
+        prior=prior,
+        hidden_size=HIDDEN,
+        num_heads=2,
+        num_layers=2,
+        decoder_layers=2,
+        max_seq_length=MAX_LEN,
+        num_interests=3,
+        hidden_dropout=0.3,
+        attention_dropout=0.3,
+    )
     module = SigmaModule(NUM_ITEMS, config)
     # Move item embeddings away from the tiny init so that items really differ.
     with torch.no_grad():
@@ -57,24 +65,30 @@ def perturb_after(items: torch.Tensor, t: int, generator: torch.Generator) -> to
             continue  # the row already ended at or before t: keep it padded after t
         new_length = int(torch.randint(t + 1, length + 1, (1,), generator=generator))
         fresh = torch.randint(1, NUM_ITEMS + 1, (length,), generator=generator)
-        out[row, t + 1:] = fresh[t + 1:]
+        out[row, t + 1 :] = fresh[t + 1 :]
         out[row, new_length:] = PADDING_ID
     # Make sure at least one row really changed after t.
     if t + 1 < length and torch.equal(out, items):
-        out[0, t + 1:] = (items[0, t + 1:] % NUM_ITEMS) + 1
+        out[0, t + 1 :] = (items[0, t + 1 :] % NUM_ITEMS) + 1
     return out
 
 
 def assert_prefix_equal(a: torch.Tensor, b: torch.Tensor, t: int, what: str) -> None:
-    torch.testing.assert_close(a[:, : t + 1], b[:, : t + 1], rtol=0.0, atol=ATOL,
-                               msg=lambda m: f"{what} leaks positions > {t}: {m}")
+    torch.testing.assert_close(
+        a[:, : t + 1],
+        b[:, : t + 1],
+        rtol=0.0,
+        atol=ATOL,
+        msg=lambda m: f"{what} leaks positions > {t}: {m}",
+    )
 
 
 def assert_suffix_changed(a: torch.Tensor, b: torch.Tensor, t: int, what: str) -> None:
     """Sanity: the perturbation is visible after t, so the prefix check is not vacuous."""
     if t + 1 < a.shape[1]:
-        assert not torch.allclose(a[:, t + 1:], b[:, t + 1:], atol=ATOL), \
+        assert not torch.allclose(a[:, t + 1 :], b[:, t + 1 :], atol=ATOL), (
             f"{what}: perturbing positions > {t} changed nothing at all"
+        )
 
 
 CASES = [(seed, t) for seed in range(3) for t in (0, 3, 7, MAX_LEN - 2)]
@@ -115,7 +129,7 @@ def test_decoder_is_causal(seed, t):
     g = torch.Generator().manual_seed(200 + seed)
     z = torch.randn(4, MAX_LEN, HIDDEN, generator=g)
     z_changed = z.clone()
-    z_changed[:, t + 1:] = 10.0 * torch.randn(4, MAX_LEN - t - 1, HIDDEN, generator=g)
+    z_changed[:, t + 1 :] = 10.0 * torch.randn(4, MAX_LEN - t - 1, HIDDEN, generator=g)
     out_a, out_b = module.decode(z), module.decode(z_changed)
     assert out_a.shape == z.shape
     assert_prefix_equal(out_a, out_b, t, "decoder output")
@@ -146,7 +160,9 @@ def prior_log_prob(module: SigmaModule, items: torch.Tensor, z: torch.Tensor) ->
     """log p(z_bt | x_b,<=t) [B, L], with PriorInputs built exactly as the model builds them."""
     mask = items != PADDING_ID
     interests = module.extract_interests(items, mask) if module.prior.requires_interests else None
-    prior = module.prior(PriorInputs(tuple(items.shape), module.latent_dim, interests, items.device))
+    prior = module.prior(
+        PriorInputs(tuple(items.shape), module.latent_dim, interests, items.device)
+    )
     assert tuple(prior.batch_shape) == tuple(items.shape)
     assert tuple(prior.event_shape) == (module.latent_dim,)
     return prior.log_prob(z)
@@ -162,7 +178,7 @@ def test_prior_is_causal(prior, seed, t):
     changed = perturb_after(items, t, g)
     z = torch.randn(items.shape[0], MAX_LEN, HIDDEN, generator=g)
     z_changed = z.clone()
-    z_changed[:, t + 1:] = 5.0 * torch.randn(items.shape[0], MAX_LEN - t - 1, HIDDEN, generator=g)
+    z_changed[:, t + 1 :] = 5.0 * torch.randn(items.shape[0], MAX_LEN - t - 1, HIDDEN, generator=g)
     lp_a = prior_log_prob(module, items, z)
     lp_b = prior_log_prob(module, changed, z_changed)
     assert torch.isfinite(lp_a[:, : t + 1]).all()
@@ -255,8 +271,8 @@ def test_training_targets_are_next_items(max_length, shuffle):
             # The most recent items are kept: inputs are seq[-n-1:-1], targets seq[-n:].
             items = batch.items[b, :n_inputs].numpy()
             targets = batch.targets[b, :n_inputs].numpy()
-            np.testing.assert_array_equal(items, seq[len(seq) - 1 - n_inputs: len(seq) - 1])
-            np.testing.assert_array_equal(targets, seq[len(seq) - n_inputs:])
+            np.testing.assert_array_equal(items, seq[len(seq) - 1 - n_inputs : len(seq) - 1])
+            np.testing.assert_array_equal(targets, seq[len(seq) - n_inputs :])
             # Target at t is the input at t + 1 of the same sequence.
             np.testing.assert_array_equal(targets[:-1], items[1:])
             assert targets[-1] == seq[-1]

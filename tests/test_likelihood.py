@@ -12,16 +12,25 @@ from sigma_pyro.nn.module import SigmaModule
 def test_sampled_softmax_estimates_full_softmax():
     torch.manual_seed(0)
     num_items, negatives = 40, 50_000
-    module = SigmaModule(num_items, ModelConfig(prior="normal", hidden_size=8, num_heads=2,
-                                                max_seq_length=5, likelihood="sampled",
-                                                negatives=negatives))
+    module = SigmaModule(
+        num_items,
+        ModelConfig(
+            prior="normal",
+            hidden_size=8,
+            num_heads=2,
+            max_seq_length=5,
+            likelihood="sampled",
+            negatives=negatives,
+        ),
+    )
     module.set_sampling_counts(torch.randint(1, 50, (num_items,)).float())
     with torch.no_grad():
         module.item_bias.normal_()
         representation = torch.randn(6, 8)
         targets = torch.randint(0, num_items, (6,))
         full = torch.nn.functional.cross_entropy(
-            module.item_logits(representation), targets, reduction="none")
+            module.item_logits(representation), targets, reduction="none"
+        )
         sampled = -module.sampled_logits(representation, targets, negatives).log_softmax(-1)[:, 0]
     # With -log Q corrections the negatives' log-sum-exp estimates n (Z - e^s_target): the
     # accidental hits of the target are removed. So the sampled loss is the full one plus
@@ -53,8 +62,12 @@ def test_sampled_likelihood_trains():
     pyro.set_rng_seed(0)
     rng = np.random.default_rng(0)
     seqs = [rng.integers(1, 31, size=8) for _ in range(64)]
-    module = SigmaModule(30, ModelConfig(hidden_size=16, num_heads=2, max_seq_length=8,
-                                         likelihood="sampled", negatives=16))
+    module = SigmaModule(
+        30,
+        ModelConfig(
+            hidden_size=16, num_heads=2, max_seq_length=8, likelihood="sampled", negatives=16
+        ),
+    )
     svi = SVI(module.model, module.guide, pyro.optim.ClippedAdam({"lr": 1e-2}), Trace_ELBO())
     batch = next(iter(TrainingBatches(seqs, 64, 8, shuffle=False)))
     losses = [svi.step(batch, 1e-3, 0.1) for _ in range(40)]

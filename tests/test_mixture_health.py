@@ -28,20 +28,23 @@ def planted_draws(separation: float, concentration: float, seed: int = 0):
     loc = axes.expand(USERS, 1, K, D) + 0.01 * torch.randn(USERS, 1, K, D, generator=g)
     favourite = torch.arange(USERS) % K
     logits = concentration * torch.nn.functional.one_hot(favourite, K).float().unsqueeze(1)
-    mixture = dist.MixtureSameFamily(dist.Categorical(logits=logits),
-                                     dist.Normal(loc, scale).to_event(1))
+    mixture = dist.MixtureSameFamily(
+        dist.Categorical(logits=logits), dist.Normal(loc, scale).to_event(1)
+    )
     rows = torch.arange(USERS).repeat_interleave(SAMPLES)
     last = torch.zeros_like(rows)
     z_last = mixture.sample((SAMPLES,)).transpose(0, 1).reshape(-1, 1, D)[:, 0]
     expanded = dist.MixtureSameFamily(
-        dist.Categorical(logits=logits[rows]),
-        dist.Normal(loc[rows], scale[rows]).to_event(1))
+        dist.Categorical(logits=logits[rows]), dist.Normal(loc[rows], scale[rows]).to_event(1)
+    )
 
     def per_draw(x):
         return x.reshape(USERS, SAMPLES, *x.shape[1:])
 
-    fields = {k: v.numpy() for k, v in
-              _mixture_at(expanded, torch.arange(len(rows)), last, z_last, per_draw).items()}
+    fields = {
+        k: v.numpy()
+        for k, v in _mixture_at(expanded, torch.arange(len(rows)), last, z_last, per_draw).items()
+    }
     return types.SimpleNamespace(kl_last=np.ones((USERS, SAMPLES)), latent_dim=D, **fields)
 
 

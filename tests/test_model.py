@@ -29,16 +29,25 @@ PLATES = ("sequences", "positions", "tokens")
 
 def make_module(prior: str = "sigma", seed: int = 0, **overrides) -> SigmaModule:
     torch.manual_seed(seed)
-    config = ModelConfig(prior=prior, hidden_size=HIDDEN, num_heads=2, max_seq_length=MAX_LEN,
-                         num_interests=K, hidden_dropout=0.0, attention_dropout=0.0,
-                         **overrides)
+    config = ModelConfig(
+        prior=prior,
+        hidden_size=HIDDEN,
+        num_heads=2,
+        max_seq_length=MAX_LEN,
+        num_interests=K,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        **overrides,
+    )
     return SigmaModule(NUM_ITEMS, config)
 
 
 def make_sequences(seed: int = 0, users: int = 8, max_length: int = 9) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
-    return [rng.integers(1, NUM_ITEMS + 1, size=int(rng.integers(3, max_length + 1)))
-            for _ in range(users)]
+    return [
+        rng.integers(1, NUM_ITEMS + 1, size=int(rng.integers(3, max_length + 1)))
+        for _ in range(users)
+    ]
 
 
 def make_batch(seed: int = 0, users: int = 8, max_length: int = 9) -> SequenceBatch:
@@ -52,23 +61,31 @@ def make_batch(seed: int = 0, users: int = 8, max_length: int = 9) -> SequenceBa
 def widen(batch: SequenceBatch, extra: int) -> SequenceBatch:
     """The same batch with ``extra`` more all-padding columns."""
     pad = torch.full((batch.items.shape[0], extra), PADDING_ID, dtype=torch.long)
-    return SequenceBatch(torch.cat([batch.items, pad], 1), torch.cat([batch.targets, pad], 1),
-                         torch.cat([batch.mask, pad.bool()], 1), batch.index)
+    return SequenceBatch(
+        torch.cat([batch.items, pad], 1),
+        torch.cat([batch.targets, pad], 1),
+        torch.cat([batch.mask, pad.bool()], 1),
+        batch.index,
+    )
 
 
 def get_traces(module, batch, kl_scale=KL_SCALE, interest_scale=INTEREST_SCALE, guide=None):
     guide = guide or module.guide
     guide_trace = poutine.trace(guide).get_trace(batch, kl_scale, interest_scale)
     model_trace = poutine.trace(poutine.replay(module.model, trace=guide_trace)).get_trace(
-        batch, kl_scale, interest_scale)
+        batch, kl_scale, interest_scale
+    )
     guide_trace.compute_log_prob()
     model_trace.compute_log_prob()
     return model_trace, guide_trace
 
 
 def sample_sites(trace) -> dict:
-    return {name: site for name, site in trace.nodes.items()
-            if site["type"] == "sample" and name not in PLATES}
+    return {
+        name: site
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample" and name not in PLATES
+    }
 
 
 # -- trace structure ----------------------------------------------------------------------
@@ -87,8 +104,13 @@ def test_trace_sites_and_shapes(prior):
     if prior == "sigma":
         # The interest plate records its subsample indices as a site of its own. The
         # interests are deterministic: no latent site in either program.
-        expected_model |= {"interest_next_item", "orthogonality", "balance", "sharpness",
-                           "interest_tokens"}
+        expected_model |= {
+            "interest_next_item",
+            "orthogonality",
+            "balance",
+            "sharpness",
+            "interest_tokens",
+        }
     assert set(model_sites) == expected_model
     assert set(guide_sites) == expected_guide
 
@@ -145,8 +167,9 @@ def test_interest_head_scores_the_causal_interest_means(positions):
     else:
         loc, targets = interests.loc[rows, last], batch.targets[rows, last] - 1
     observed = model_trace.nodes["interest_next_item"]
-    torch.testing.assert_close(observed["fn"].logits,
-                               torch.log_softmax(module.interest_logits(loc), dim=-1))
+    torch.testing.assert_close(
+        observed["fn"].logits, torch.log_softmax(module.interest_logits(loc), dim=-1)
+    )
     assert torch.equal(observed["value"], targets)
 
 
@@ -160,7 +183,8 @@ def test_garbage_at_padding_does_not_change_log_densities(prior):
     pyro.set_rng_seed(0)
     guide_trace = poutine.trace(module.guide).get_trace(batch, KL_SCALE, INTEREST_SCALE)
     clean_model = poutine.trace(poutine.replay(module.model, trace=guide_trace)).get_trace(
-        batch, KL_SCALE, INTEREST_SCALE)
+        batch, KL_SCALE, INTEREST_SCALE
+    )
     guide_trace.compute_log_prob()
     clean_model.compute_log_prob()
     clean = {n: s["log_prob_sum"].item() for n, s in sample_sites(clean_model).items()}
@@ -170,9 +194,14 @@ def test_garbage_at_padding_does_not_change_log_densities(prior):
     garbage[~batch.mask] = 1.0e4
     guide_trace.nodes["z"]["value"] = garbage
     for site in guide_trace.nodes.values():
-        site.pop("log_prob", None), site.pop("log_prob_sum", None), site.pop("unscaled_log_prob", None)
+        (
+            site.pop("log_prob", None),
+            site.pop("log_prob_sum", None),
+            site.pop("unscaled_log_prob", None),
+        )
     dirty_model = poutine.trace(poutine.replay(module.model, trace=guide_trace)).get_trace(
-        batch, KL_SCALE, INTEREST_SCALE)
+        batch, KL_SCALE, INTEREST_SCALE
+    )
     dirty_model.compute_log_prob()
     guide_trace.compute_log_prob()
     dirty = {n: s["log_prob_sum"].item() for n, s in sample_sites(dirty_model).items()}
@@ -184,15 +213,18 @@ def test_garbage_at_padding_does_not_change_log_densities(prior):
     # Non-vacuous: garbage at a real position does change the z and next_item terms.
     real = garbage.clone()
     # Not a constant shift: the decoder's input layer norm would remove it.
-    real[batch.mask] += 3.0 * torch.randn(real[batch.mask].shape,
-                                          generator=torch.Generator().manual_seed(0))
+    real[batch.mask] += 3.0 * torch.randn(
+        real[batch.mask].shape, generator=torch.Generator().manual_seed(0)
+    )
     guide_trace.nodes["z"]["value"] = real
     moved = poutine.trace(poutine.replay(module.model, trace=guide_trace)).get_trace(
-        batch, KL_SCALE, INTEREST_SCALE)
+        batch, KL_SCALE, INTEREST_SCALE
+    )
     moved.compute_log_prob()
     assert moved.nodes["z"]["log_prob_sum"].item() != pytest.approx(clean["z"], rel=1e-3)
-    assert moved.nodes["next_item"]["log_prob_sum"].item() != pytest.approx(clean["next_item"],
-                                                                            rel=1e-3)
+    assert moved.nodes["next_item"]["log_prob_sum"].item() != pytest.approx(
+        clean["next_item"], rel=1e-3
+    )
 
 
 def pinned_guide(module, batch: SequenceBatch, garbage: float | None = None):
@@ -216,10 +248,17 @@ def test_extra_padding_columns_do_not_change_the_elbo(prior):
     assert wide.items.shape[1] > narrow.items.shape[1]
 
     def elbo(batch, garbage):
-        model_trace, guide_trace = get_traces(module, batch,
-                                              guide=pinned_guide(module, batch, garbage))
-        return {**{f"model.{n}": s["log_prob_sum"].item() for n, s in sample_sites(model_trace).items()},
-                **{f"guide.{n}": s["log_prob_sum"].item() for n, s in sample_sites(guide_trace).items()}}
+        model_trace, guide_trace = get_traces(
+            module, batch, guide=pinned_guide(module, batch, garbage)
+        )
+        return {
+            **{
+                f"model.{n}": s["log_prob_sum"].item() for n, s in sample_sites(model_trace).items()
+            },
+            **{
+                f"guide.{n}": s["log_prob_sum"].item() for n, s in sample_sites(guide_trace).items()
+            },
+        }
 
     a, b = elbo(narrow, None), elbo(wide, 123.0)
     assert a.keys() == b.keys()
@@ -250,8 +289,14 @@ def test_elbo_terms_match_trace_elbo():
     assert terms["nll"] > 0 and terms["interest_nll"] > 0
     # The annealed loss per token is nll + beta * kl_z + lambda * interest_nll (every real
     # position scored in eval mode) + the weighted penalties, each per token.
-    recombined = (terms["nll"] + KL_SCALE * terms["kl_z"] + INTEREST_SCALE * terms["interest_nll"]
-                  + terms["orthogonality"] + terms["balance"] + terms["sharpness"])
+    recombined = (
+        terms["nll"]
+        + KL_SCALE * terms["kl_z"]
+        + INTEREST_SCALE * terms["interest_nll"]
+        + terms["orthogonality"]
+        + terms["balance"]
+        + terms["sharpness"]
+    )
     assert recombined == pytest.approx(terms["loss"], rel=1e-4, abs=1e-5)
 
 
@@ -269,8 +314,11 @@ def test_mixture_prior_log_prob_matches_manual_logsumexp():
     assert isinstance(prior, dist.MixtureSameFamily)
     z = torch.randn(B, L, HIDDEN, generator=torch.Generator().manual_seed(0))
     log_w = torch.log(interests.intensity / interests.intensity.sum(-1, keepdim=True))
-    components = torch.distributions.Normal(interests.component_loc, interests.scale).log_prob(
-        z.unsqueeze(-2)).sum(-1)                                          # [B, L, K]
+    components = (
+        torch.distributions.Normal(interests.component_loc, interests.scale)
+        .log_prob(z.unsqueeze(-2))
+        .sum(-1)
+    )  # [B, L, K]
     manual = torch.logsumexp(log_w + components, dim=-1)
     torch.testing.assert_close(prior.log_prob(z), manual, rtol=1e-5, atol=1e-4)
     # Intensities at real positions are proper mixture weights.
@@ -296,8 +344,12 @@ def test_svi_reduces_the_loss(prior):
     module.train()
     batch = make_batch(seed=6, users=16)
     pyro.set_rng_seed(0)
-    svi = SVI(module.model, module.guide, pyro.optim.ClippedAdam({"lr": 0.01, "clip_norm": 10.0}),
-              Trace_ELBO())
+    svi = SVI(
+        module.model,
+        module.guide,
+        pyro.optim.ClippedAdam({"lr": 0.01, "clip_norm": 10.0}),
+        Trace_ELBO(),
+    )
     losses = [svi.step(batch, KL_SCALE, INTEREST_SCALE) / batch.num_tokens for _ in range(60)]
     assert all(math.isfinite(x) for x in losses)
     first, last = np.mean(losses[:5]), np.mean(losses[-5:])
@@ -309,18 +361,26 @@ def test_two_particles_work():
     batch = make_batch(seed=7)
     pyro.set_rng_seed(1)
     before = {k: v.detach().clone() for k, v in module.named_parameters()}
-    svi = SVI(module.model, module.guide, pyro.optim.ClippedAdam({"lr": 0.01}),
-              Trace_ELBO(num_particles=2))
+    svi = SVI(
+        module.model,
+        module.guide,
+        pyro.optim.ClippedAdam({"lr": 0.01}),
+        Trace_ELBO(num_particles=2),
+    )
     losses = [svi.step(batch, KL_SCALE, INTEREST_SCALE) for _ in range(3)]
     assert all(math.isfinite(x) for x in losses)
     changed = [k for k, v in module.named_parameters() if not torch.equal(v, before[k])]
     assert "item_embedding.weight" in changed and "loc_head.weight" in changed
     # Two particles average two single-particle estimates: same order of magnitude.
     pyro.set_rng_seed(2)
-    two = Trace_ELBO(num_particles=2).loss(module.model, module.guide, batch, KL_SCALE, INTEREST_SCALE)
+    two = Trace_ELBO(num_particles=2).loss(
+        module.model, module.guide, batch, KL_SCALE, INTEREST_SCALE
+    )
     pyro.set_rng_seed(2)
-    singles = [Trace_ELBO().loss(module.model, module.guide, batch, KL_SCALE, INTEREST_SCALE)
-               for _ in range(2)]
+    singles = [
+        Trace_ELBO().loss(module.model, module.guide, batch, KL_SCALE, INTEREST_SCALE)
+        for _ in range(2)
+    ]
     assert two == pytest.approx(np.mean(singles), rel=1e-4)
 
 
@@ -332,7 +392,9 @@ def test_orthogonality_penalty_zero_for_orthonormal_prototypes():
     assert module.interests.orthogonality_penalty().item() == pytest.approx(0.0, abs=1e-6)
     with torch.no_grad():
         # Any orthonormal directions (norms do not matter: prototypes are normalised).
-        module.interests.raw_prototypes.copy_(torch.eye(K, HIDDEN) * torch.tensor([[2.0], [0.5], [7.0]]))
+        module.interests.raw_prototypes.copy_(
+            torch.eye(K, HIDDEN) * torch.tensor([[2.0], [0.5], [7.0]])
+        )
     assert module.interests.orthogonality_penalty().item() == pytest.approx(0.0, abs=1e-6)
 
 
@@ -341,8 +403,9 @@ def test_orthogonality_penalty_positive_otherwise():
     with torch.no_grad():
         module.interests.raw_prototypes.copy_(torch.ones(K, HIDDEN))
     # C C^T - I has K (K - 1) off-diagonal ones.
-    assert module.interests.orthogonality_penalty().item() == pytest.approx(K * (K - 1) / K**2,
-                                                                           rel=1e-5)
+    assert module.interests.orthogonality_penalty().item() == pytest.approx(
+        K * (K - 1) / K**2, rel=1e-5
+    )
     with torch.no_grad():
         module.interests.raw_prototypes.copy_(torch.eye(K, HIDDEN))
         module.interests.raw_prototypes[1, 0] = 0.3
@@ -370,8 +433,9 @@ def test_interest_subsample_is_scaled_and_off_in_eval():
     rng = np.random.default_rng(0)
     seqs = [rng.integers(1, 21, size=rng.integers(3, 8)) for _ in range(10)]
     batch = next(iter(TrainingBatches(seqs, 10, 8, shuffle=False)))
-    module = SigmaModule(20, ModelConfig(hidden_size=8, num_heads=2, max_seq_length=8,
-                                         interest_subsample=4)).train()
+    module = SigmaModule(
+        20, ModelConfig(hidden_size=8, num_heads=2, max_seq_length=8, interest_subsample=4)
+    ).train()
     model_trace = poutine.trace(module.model).get_trace(batch, 0.1, 0.2)
     drawn = model_trace.nodes["interest_tokens"]["value"]
     assert drawn.shape == (4,) and len(set(drawn.tolist())) == 4
@@ -393,8 +457,13 @@ def test_interests_at_last_equal_the_prefix_interests_at_the_last_position(decay
     last = module.interests.at_last(vectors, batch.mask)
     rows, position = torch.arange(batch.items.shape[0]), batch.mask.sum(1) - 1
     for name in ("intensity", "loc", "component_loc", "scale"):
-        torch.testing.assert_close(getattr(last, name), getattr(every, name)[rows, position],
-                                   rtol=1e-5, atol=1e-5, msg=name)
+        torch.testing.assert_close(
+            getattr(last, name),
+            getattr(every, name)[rows, position],
+            rtol=1e-5,
+            atol=1e-5,
+            msg=name,
+        )
 
 
 def test_decayed_interests_weigh_recent_items_more():
@@ -402,8 +471,8 @@ def test_decayed_interests_weigh_recent_items_more():
     vectors = torch.randn(1, 3, HIDDEN)
     mask = torch.ones(1, 3, dtype=torch.bool)
     interests = module.interests(vectors, mask)
-    a = module.interests.assign(vectors)[0]                                # [3, K]
-    w = torch.tensor([0.25, 0.5, 1.0]).unsqueeze(-1) * a                   # decay^(2 - s)
+    a = module.interests.assign(vectors)[0]  # [3, K]
+    w = torch.tensor([0.25, 0.5, 1.0]).unsqueeze(-1) * a  # decay^(2 - s)
     expected = (w.unsqueeze(-1) * vectors[0].unsqueeze(1)).sum(0) / w.sum(0).unsqueeze(-1)
     torch.testing.assert_close(interests.loc[0, 2], expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(interests.intensity[0, 2], w.sum(0) / 1.75, rtol=1e-5, atol=1e-6)
@@ -415,7 +484,7 @@ def test_balance_and_sharpness_penalties():
     assert balance_penalty(torch.full((5, 4), 0.25)).item() == pytest.approx(0.0, abs=1e-7)
     lopsided = torch.tensor([[1.0, 0.0, 0.0, 0.0]]).expand(5, 4)
     # usage (1, 0, 0, 0): std sqrt(3)/4 over mean 1/4.
-    assert balance_penalty(lopsided).item() == pytest.approx(3 ** 0.5, rel=1e-5)
+    assert balance_penalty(lopsided).item() == pytest.approx(3**0.5, rel=1e-5)
     mask = torch.tensor([[True, True, False]])
     hard = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]])
     assert sharpness_penalty(hard, mask).item() == pytest.approx(0.0, abs=1e-6)
@@ -427,8 +496,10 @@ def test_balance_and_sharpness_penalties():
     model_trace, _ = get_traces(module, batch)
     interests = module.extract_interests(batch.items, batch.mask)
     rows, last = torch.arange(batch.items.shape[0]), batch.mask.sum(1) - 1
-    expected = {"balance": 0.3 * balance_penalty(interests.intensity[rows, last]),
-                "sharpness": 0.7 * sharpness_penalty(interests.assignment, batch.mask)}
+    expected = {
+        "balance": 0.3 * balance_penalty(interests.intensity[rows, last]),
+        "sharpness": 0.7 * sharpness_penalty(interests.assignment, batch.mask),
+    }
     for name, value in expected.items():
         factor = model_trace.nodes[name]["log_prob_sum"].item()
         assert factor == pytest.approx(-batch.num_tokens * value.item(), rel=1e-5), name
@@ -457,11 +528,19 @@ def test_decoder_reads_z_without_dropout_unless_asked():
         module = SigmaModule(20, config).train()
         return module.decode(z), module.decode(z)
 
-    first, second = decoder_outputs(ModelConfig(hidden_size=16, num_heads=2,
-                                                hidden_dropout=0.0, prior="normal"))
+    first, second = decoder_outputs(
+        ModelConfig(hidden_size=16, num_heads=2, hidden_dropout=0.0, prior="normal")
+    )
     assert torch.equal(first, second)
-    first, second = decoder_outputs(ModelConfig(hidden_size=16, num_heads=2, hidden_dropout=0.0,
-                                                decoder_input_dropout=0.5, prior="normal"))
+    first, second = decoder_outputs(
+        ModelConfig(
+            hidden_size=16,
+            num_heads=2,
+            hidden_dropout=0.0,
+            decoder_input_dropout=0.5,
+            prior="normal",
+        )
+    )
     assert not torch.allclose(first, second)
     module = SigmaModule(20, ModelConfig(hidden_size=16, num_heads=2, hidden_dropout=0.4))
     assert module.encoder.dropout.p == 0.4 and module.decoder.dropout.p == 0.0

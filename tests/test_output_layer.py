@@ -38,8 +38,9 @@ def test_values_and_gradients_match_cross_entropy(seed):
 def test_gradcheck():
     x, w, b, t = _inputs(2, rows=5, items=7, width=3)
     workspace = LogitsWorkspace()
-    assert torch.autograd.gradcheck(lambda x, w, b: linear_cross_entropy(x, w, b, t, workspace),
-                                    (x, w, b))
+    assert torch.autograd.gradcheck(
+        lambda x, w, b: linear_cross_entropy(x, w, b, t, workspace), (x, w, b)
+    )
 
 
 def test_overwritten_workspace_is_recomputed():
@@ -48,7 +49,7 @@ def test_overwritten_workspace_is_recomputed():
     x2 = torch.randn(20, x1.shape[1], dtype=torch.float64, requires_grad=True)
     t2 = torch.randint(0, w.shape[0], (20,))
     first = linear_cross_entropy(x1, w, b, t1, workspace)
-    second = linear_cross_entropy(x2, w, b, t2, workspace)   # reuses the same buffer
+    second = linear_cross_entropy(x2, w, b, t2, workspace)  # reuses the same buffer
     grads = torch.autograd.grad(first.sum() + second.sum(), (x1, x2, w, b))
     ref1 = F.cross_entropy(torch.addmm(b, x1, w.T), t1, reduction="sum")
     ref2 = F.cross_entropy(torch.addmm(b, x2, w.T), t2, reduction="sum")
@@ -71,13 +72,13 @@ def test_distribution_scores_like_categorical_and_falls_back_for_other_shapes():
     fused = OutputLayerCategorical(x, w, b, LogitsWorkspace(), validate_args=True)
     reference = torch.distributions.Categorical(logits=torch.addmm(b, x, w.T))
     torch.testing.assert_close(fused.log_prob(t), reference.log_prob(t))
-    several = t.expand(3, -1)                          # a sample shape in front
+    several = t.expand(3, -1)  # a sample shape in front
     torch.testing.assert_close(fused.log_prob(several), reference.log_prob(several))
     torch.testing.assert_close(fused.probs, reference.probs)
     assert fused.expand(fused.batch_shape) is fused
     assert fused.sample((2,)).shape == (2, x.shape[0])
     with pytest.raises(ValueError):
-        fused.log_prob(torch.full_like(t, w.shape[0]))   # out of the support
+        fused.log_prob(torch.full_like(t, w.shape[0]))  # out of the support
 
 
 def test_workspace_grows_and_is_reused():
@@ -86,8 +87,8 @@ def test_workspace_grows_and_is_reused():
     small = workspace.take(2, 3, like)
     big = workspace.take(4, 5, like)
     again = workspace.take(3, 3, like)
-    assert small.data_ptr() != big.data_ptr()   # grew
-    assert again.data_ptr() == big.data_ptr()   # reused
+    assert small.data_ptr() != big.data_ptr()  # grew
+    assert again.data_ptr() == big.data_ptr()  # reused
 
 
 def test_bfloat16_matmuls_stay_close_to_float32():
@@ -109,4 +110,4 @@ def test_distribution_built_under_autocast_uses_its_precision():
         fused = OutputLayerCategorical(x, w, b, LogitsWorkspace())
     plain = OutputLayerCategorical(x, w, b, LogitsWorkspace())
     difference = (fused.log_prob(t) - plain.log_prob(t)).abs().max().item()
-    assert 0 < difference < 0.2    # bfloat16 matmuls: close, but not the float32 values
+    assert 0 < difference < 0.2  # bfloat16 matmuls: close, but not the float32 values

@@ -18,8 +18,7 @@ def _traces(module, batch, amp: bool):
     guide = autocast_program(module.guide, "cpu", amp)
     model = autocast_program(module.model, "cpu", amp)
     guide_trace = poutine.trace(guide).get_trace(batch, 1.0, 1.0)
-    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
-        batch, 1.0, 1.0)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(batch, 1.0, 1.0)
     guide_trace.compute_log_prob()
     model_trace.compute_log_prob()
     return model_trace, guide_trace
@@ -42,9 +41,13 @@ def test_mixed_precision_elbo_is_close_to_the_float32_one():
     losses = {}
     for amp in (False, True):
         pyro.set_rng_seed(0)
-        losses[amp] = Trace_ELBO().loss(autocast_program(module.model, "cpu", amp),
-                                        autocast_program(module.guide, "cpu", amp),
-                                        batch, 1.0, 1.0)
+        losses[amp] = Trace_ELBO().loss(
+            autocast_program(module.model, "cpu", amp),
+            autocast_program(module.guide, "cpu", amp),
+            batch,
+            1.0,
+            1.0,
+        )
     assert math.isfinite(losses[True])
     # bfloat16 keeps about 3 significant digits in the networks' outputs.
     assert losses[True] == pytest.approx(losses[False], rel=0.02)
@@ -55,9 +58,12 @@ def test_training_with_mixed_precision_lowers_the_loss():
     module = make_module("sigma")
     batch = make_batch(seed=7)
     pyro.set_rng_seed(0)
-    svi = pyro.infer.SVI(autocast_program(module.model, "cpu", True),
-                         autocast_program(module.guide, "cpu", True),
-                         pyro.optim.ClippedAdam({"lr": 0.01}), Trace_ELBO())
+    svi = pyro.infer.SVI(
+        autocast_program(module.model, "cpu", True),
+        autocast_program(module.guide, "cpu", True),
+        pyro.optim.ClippedAdam({"lr": 0.01}),
+        Trace_ELBO(),
+    )
     losses = [svi.step(batch, 0.1, 0.2) for _ in range(8)]
     assert all(math.isfinite(x) for x in losses)
     assert losses[-1] < losses[0]

@@ -30,9 +30,16 @@ ALL_PRIORS = ("normal", "gmm", "vamp", "sigma", "sigma-uniform")
 
 def make_module(prior: str, seed: int = 0, **overrides) -> SigmaModule:
     torch.manual_seed(seed)
-    settings = dict(prior=prior, hidden_size=HIDDEN, num_heads=2, max_seq_length=MAX_LEN,
-                    num_interests=K, pseudo_inputs=PSEUDO, hidden_dropout=0.0,
-                    attention_dropout=0.0)
+    settings = dict(
+        prior=prior,
+        hidden_size=HIDDEN,
+        num_heads=2,
+        max_seq_length=MAX_LEN,
+        num_interests=K,
+        pseudo_inputs=PSEUDO,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+    )
     return SigmaModule(NUM_ITEMS, ModelConfig(**{**settings, **overrides}))
 
 
@@ -45,10 +52,14 @@ def make_batch(seed: int = 0, users: int = 8) -> SequenceBatch:
 
 
 def prior_of(module, batch):
-    interests = (module.extract_interests(batch.items, batch.mask)
-                 if module.prior.requires_interests else None)
-    return module.prior(PriorInputs(tuple(batch.items.shape), HIDDEN, interests,
-                                    batch.items.device, module))
+    interests = (
+        module.extract_interests(batch.items, batch.mask)
+        if module.prior.requires_interests
+        else None
+    )
+    return module.prior(
+        PriorInputs(tuple(batch.items.shape), HIDDEN, interests, batch.items.device, module)
+    )
 
 
 def test_every_prior_is_registered():
@@ -68,7 +79,8 @@ def test_prior_shapes_and_trace(prior):
 
     guide_trace = poutine.trace(module.guide).get_trace(batch, 1.0, 1.0)
     model_trace = poutine.trace(poutine.replay(module.model, trace=guide_trace)).get_trace(
-        batch, 1.0, 1.0)
+        batch, 1.0, 1.0
+    )
     model_trace.compute_log_prob()
     site = model_trace.nodes["z"]
     assert tuple(site["fn"].batch_shape) == tuple(batch.items.shape)
@@ -86,8 +98,9 @@ def test_prior_trains_with_finite_loss(prior):
     assert all(math.isfinite(loss) for loss in losses)
 
 
-@pytest.mark.parametrize("prior,names", [("gmm", ("logits", "loc", "log_scale")),
-                                         ("vamp", ("pseudo_inputs",))])
+@pytest.mark.parametrize(
+    "prior,names", [("gmm", ("logits", "loc", "log_scale")), ("vamp", ("pseudo_inputs",))]
+)
 def test_learnable_prior_parameters_get_gradients_and_move(prior, names):
     module = make_module(prior).eval()
     batch = make_batch(seed=2)
@@ -114,8 +127,11 @@ def test_gmm_is_the_learned_mixture():
     z = torch.randn(*batch.items.shape, HIDDEN)
     p = prior_of(module, batch)
     prior = module.prior
-    components = torch.distributions.Normal(prior.loc, prior.log_scale.exp()).log_prob(
-        z.unsqueeze(-2)).sum(-1)
+    components = (
+        torch.distributions.Normal(prior.loc, prior.log_scale.exp())
+        .log_prob(z.unsqueeze(-2))
+        .sum(-1)
+    )
     manual = torch.logsumexp(torch.log_softmax(prior.logits, -1) + components, dim=-1)
     torch.testing.assert_close(p.log_prob(z), manual, rtol=1e-5, atol=1e-4)
     assert p.mixture_distribution.logits.shape[-1] == K
@@ -138,10 +154,12 @@ def test_sigma_uniform_weighs_active_interests_equally():
     module = make_module("sigma-uniform")
     assert module.prior.requires_interests and module.interests is not None
     # K = 3: active means intensity above 1/6, or the strongest one.
-    intensity = torch.tensor([[[0.7, 0.2, 0.1], [0.9, 0.05, 0.05], [0.34, 0.33, 0.33],
-                               [0.1, 0.1, 0.8]]])
-    expected = torch.tensor([[[0.5, 0.5, 0.0], [1.0, 0.0, 0.0], [1 / 3, 1 / 3, 1 / 3],
-                              [0.0, 0.0, 1.0]]])
+    intensity = torch.tensor(
+        [[[0.7, 0.2, 0.1], [0.9, 0.05, 0.05], [0.34, 0.33, 0.33], [0.1, 0.1, 0.8]]]
+    )
+    expected = torch.tensor(
+        [[[0.5, 0.5, 0.0], [1.0, 0.0, 0.0], [1 / 3, 1 / 3, 1 / 3], [0.0, 0.0, 1.0]]]
+    )
     loc, scale = torch.randn(1, 4, K, HIDDEN), torch.rand(1, 4, K, HIDDEN) + 0.1
     interests = Interests(torch.zeros_like(intensity), intensity, loc, loc, scale)
     # The -inf logits of inactive interests must pass Pyro's argument checks.
@@ -170,8 +188,9 @@ def parse_config(*flags: str):
 
 
 def test_ablation_flags_parse():
-    config = parse_config("--orthogonality-weight", "0", "--no-train-prototypes",
-                          "--num-interests", "2")
+    config = parse_config(
+        "--orthogonality-weight", "0", "--no-train-prototypes", "--num-interests", "2"
+    )
     assert config.model.orthogonality_weight == 0
     assert config.model.train_prototypes is False
     assert config.model.num_interests == 2
@@ -220,14 +239,19 @@ def test_num_interests_sets_the_number_of_components(prior):
 
 def widen(batch: SequenceBatch, extra: int) -> SequenceBatch:
     pad = torch.full((batch.items.shape[0], extra), PADDING_ID, dtype=torch.long)
-    return SequenceBatch(torch.cat([batch.items, pad], 1), torch.cat([batch.targets, pad], 1),
-                         torch.cat([batch.mask, pad.bool()], 1), batch.index)
+    return SequenceBatch(
+        torch.cat([batch.items, pad], 1),
+        torch.cat([batch.targets, pad], 1),
+        torch.cat([batch.mask, pad.bool()], 1),
+        batch.index,
+    )
 
 
 def z_sites(module, batch):
     guide_trace = poutine.trace(module.guide).get_trace(batch, 1.0, 1.0)
     model_trace = poutine.trace(poutine.replay(module.model, trace=guide_trace)).get_trace(
-        batch, 1.0, 1.0)
+        batch, 1.0, 1.0
+    )
     return guide_trace.nodes["z"]["fn"], model_trace.nodes["z"]["fn"]
 
 
@@ -244,7 +268,7 @@ def test_analytic_kl_equals_the_monte_carlo_mean_and_respects_the_mask():
     module = spread_out_normal_module()
     batch = make_batch(seed=9)
     q, p = z_sites(module, batch)
-    analytic = kl_divergence(q, p)                                    # what TraceMeanField uses
+    analytic = kl_divergence(q, p)  # what TraceMeanField uses
     assert analytic.shape == batch.items.shape
     assert (analytic[~batch.mask] == 0).all()
     loc, scale = module.encode(batch.items)
@@ -268,10 +292,15 @@ def test_trace_mean_field_loss_agrees_with_trace_elbo():
     pyro.set_rng_seed(0)
     runs = 150
     with torch.no_grad():
-        analytic = np.array([TraceMeanField_ELBO().loss(module.model, module.guide, batch,
-                                                        1.0, 1.0) for _ in range(runs)])
-        sampled = np.array([Trace_ELBO().loss(module.model, module.guide, batch, 1.0, 1.0)
-                            for _ in range(runs)])
+        analytic = np.array(
+            [
+                TraceMeanField_ELBO().loss(module.model, module.guide, batch, 1.0, 1.0)
+                for _ in range(runs)
+            ]
+        )
+        sampled = np.array(
+            [Trace_ELBO().loss(module.model, module.guide, batch, 1.0, 1.0) for _ in range(runs)]
+        )
     error = math.sqrt(analytic.var(ddof=1) / runs + sampled.var(ddof=1) / runs)
     assert abs(analytic.mean() - sampled.mean()) < 4 * error
     # The closed form removes the KL's sampling noise: the analytic loss varies far less.
@@ -279,8 +308,9 @@ def test_trace_mean_field_loss_agrees_with_trace_elbo():
 
 
 def test_analytic_kl_is_rejected_for_other_priors():
-    assert load_config("synthetic", {"train": {"analytic_kl": True},
-                                     "model": {"prior": "normal"}}).train.analytic_kl
+    assert load_config(
+        "synthetic", {"train": {"analytic_kl": True}, "model": {"prior": "normal"}}
+    ).train.analytic_kl
     for prior in ("sigma", "gmm", "vamp", "sigma-uniform"):
         with pytest.raises(ConfigError, match="--analytic-kl"):
             load_config("synthetic", {"train": {"analytic_kl": True}, "model": {"prior": prior}})
@@ -298,9 +328,19 @@ def test_trainer_uses_trace_mean_field_with_analytic_kl(monkeypatch):
 
     monkeypatch.setattr(training, "TraceMeanField_ELBO", Recording)
     rec = SigmaRecommender.from_preset(
-        "synthetic", prior="normal", analytic_kl=True, synthetic_users=60, synthetic_items=40,
-        synthetic_categories=4, hidden_size=16, num_heads=2, max_seq_length=8, batch_size=64,
-        epochs=1, progress=False)
+        "synthetic",
+        prior="normal",
+        analytic_kl=True,
+        synthetic_users=60,
+        synthetic_items=40,
+        synthetic_categories=4,
+        hidden_size=16,
+        num_heads=2,
+        max_seq_length=8,
+        batch_size=64,
+        epochs=1,
+        progress=False,
+    )
     summary = rec.fit(log=lambda line: None)
     assert len(built) == 1
     assert summary.epochs_run == 1 and math.isfinite(summary.history[-1].loss)
@@ -311,15 +351,17 @@ def test_deterministic_variant_has_no_latent_and_its_loss_is_the_exact_nll():
     batch = make_batch(seed=3)
     guide_trace = poutine.trace(module.guide).get_trace(batch, 1.0, 1.0)
     model_trace = poutine.trace(poutine.replay(module.model, trace=guide_trace)).get_trace(
-        batch, 1.0, 1.0)
+        batch, 1.0, 1.0
+    )
     assert "z" not in model_trace.nodes and "z" not in guide_trace.nodes
     model_trace.compute_log_prob()
     # z is the encoder mean: the next-item scores are those of decode(mean).
     loc, scale = module.encode(batch.items)
     assert (scale == 0).all()
     logits = module.item_logits(module.decode(loc)[batch.mask])
-    expected = torch.log_softmax(logits, -1).gather(
-        1, (batch.targets[batch.mask] - 1).unsqueeze(1)).sum()
+    expected = (
+        torch.log_softmax(logits, -1).gather(1, (batch.targets[batch.mask] - 1).unsqueeze(1)).sum()
+    )
     assert torch.allclose(model_trace.nodes["next_item"]["log_prob_sum"], expected, atol=1e-4)
     loss = Trace_ELBO().loss(module.model, module.guide, batch, 1.0, 1.0)
     assert loss == pytest.approx(-expected.item(), rel=1e-5)

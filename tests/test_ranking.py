@@ -67,8 +67,12 @@ def test_matches_brute_force(integer, mask_history, chunk):
     num_items = 23
     scores, targets, histories = random_case(chunk, 9, num_items, 6, integer)
     got = target_ranks(
-        chunked_scorer(scores), targets, histories, num_items,
-        item_chunk_size=chunk, mask_history=mask_history,
+        chunked_scorer(scores),
+        targets,
+        histories,
+        num_items,
+        item_chunk_size=chunk,
+        mask_history=mask_history,
     )
     assert got.dtype == torch.long
     assert got.tolist() == reference_ranks(scores, targets, histories, mask_history)
@@ -90,8 +94,12 @@ def test_matches_brute_force_hypothesis(
     scores, targets, histories = random_case(seed, batch, num_items, hist_len, integer)
     calls: list = []
     got = target_ranks(
-        chunked_scorer(scores, calls), targets, histories, num_items,
-        item_chunk_size=chunk, mask_history=mask_history,
+        chunked_scorer(scores, calls),
+        targets,
+        histories,
+        num_items,
+        item_chunk_size=chunk,
+        mask_history=mask_history,
     )
     assert got.tolist() == reference_ranks(scores, targets, histories, mask_history)
     # Padding is never scored and no call exceeds the chunk size (the memory bound).
@@ -106,9 +114,7 @@ def test_all_equal_scores_rank_pessimistically():
     ranks = target_ranks(chunked_scorer(scores), targets, histories, num_items, item_chunk_size=3)
     # Candidates exclude the history, so the target lands behind every other candidate.
     assert ranks.tolist() == [num_items - 1, num_items - 2 - 1]
-    ranks = target_ranks(
-        chunked_scorer(scores), targets, histories, num_items, mask_history=False
-    )
+    ranks = target_ranks(chunked_scorer(scores), targets, histories, num_items, mask_history=False)
     assert ranks.tolist() == [num_items - 1, num_items - 1]
 
 
@@ -133,8 +139,10 @@ def test_target_in_history_is_a_miss_only_when_masking():
 
 def test_empty_batch_and_bad_inputs():
     empty = target_ranks(
-        chunked_scorer(torch.zeros(0, 4)), torch.zeros(0, dtype=torch.long),
-        torch.zeros(0, 2, dtype=torch.long), 3,
+        chunked_scorer(torch.zeros(0, 4)),
+        torch.zeros(0, dtype=torch.long),
+        torch.zeros(0, 2, dtype=torch.long),
+        3,
     )
     assert empty.shape == (0,)
     scores = torch.zeros(1, 4)
@@ -177,15 +185,17 @@ def test_evaluate_ranking_independent_of_user_chunking(mask_history):
         return chunked_scorer(scores[users])
 
     kwargs = dict(item_chunk_size=8, mask_history=mask_history)
-    whole = evaluate_ranking(for_users, targets, histories, num_items,
-                             user_chunk_size=num_users, **kwargs)
+    whole = evaluate_ranking(
+        for_users, targets, histories, num_items, user_chunk_size=num_users, **kwargs
+    )
     expected = metrics_from_ranks(
         torch.tensor(reference_ranks(scores, targets, histories, mask_history))
     )
     assert whole == pytest.approx(expected)
     for user_chunk_size in (1, 4, 10, 100):
-        chunked = evaluate_ranking(for_users, targets, histories, num_items,
-                                   user_chunk_size=user_chunk_size, **kwargs)
+        chunked = evaluate_ranking(
+            for_users, targets, histories, num_items, user_chunk_size=user_chunk_size, **kwargs
+        )
         assert chunked == pytest.approx(whole)
 
 
@@ -201,8 +211,13 @@ def test_evaluate_ranking_runs_without_grad():
 
         return score_items
 
-    evaluate_ranking(for_users, torch.tensor([1, 2, 3, 4]),
-                     torch.zeros(4, 1, dtype=torch.long), 5, user_chunk_size=3)
+    evaluate_ranking(
+        for_users,
+        torch.tensor([1, 2, 3, 4]),
+        torch.zeros(4, 1, dtype=torch.long),
+        5,
+        user_chunk_size=3,
+    )
     assert seen and not any(seen)
 
 
@@ -219,8 +234,9 @@ def test_popularity_ranks_most_popular_unseen_item_first():
     assert scorer(1, 7).shape == (3, 6)
     ranks = target_ranks(scorer, targets, histories, num_items, item_chunk_size=4)
     assert ranks.tolist() == [0, 1, 0]
-    metrics = evaluate_ranking(model.score_items_for_users, targets, histories, num_items,
-                               user_chunk_size=2, ks=(1,))
+    metrics = evaluate_ranking(
+        model.score_items_for_users, targets, histories, num_items, user_chunk_size=2, ks=(1,)
+    )
     assert metrics["recall@1"] == pytest.approx(2 / 3)
 
 

@@ -17,8 +17,11 @@ from hypothesis import strategies as st
 from sigma_pyro.data.readers import MIN_ITEMS_PER_USER, load_interactions
 from sigma_pyro.errors import ConfigError, DataError
 
-EXAMPLES = settings(max_examples=50, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+EXAMPLES = settings(
+    max_examples=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 # Ids without whitespace are valid in every format; punctuation and symbols include the CSV
 # quote and separator characters, so quoting is exercised too.
@@ -71,8 +74,17 @@ def expected_sequences(sequences: dict[str, list[str]]) -> dict[str, list[str]]:
     return {u: s for u, s in sequences.items() if len(s) >= MIN_ITEMS_PER_USER}
 
 
-FORMATS = ["seq", "inter", "csv", pytest.param("parquet", marks=pytest.mark.skipif(
-    importlib.util.find_spec("pyarrow") is None, reason="Parquet needs pyarrow"))]
+FORMATS = [
+    "seq",
+    "inter",
+    "csv",
+    pytest.param(
+        "parquet",
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec("pyarrow") is None, reason="Parquet needs pyarrow"
+        ),
+    ),
+]
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

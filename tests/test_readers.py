@@ -40,7 +40,11 @@ def expect_error(pattern_parts, call, *args, **kwargs):
 def test_seq_parses_and_keeps_item_zero(tmp_path):
     path = write(tmp_path / "data.txt", "1 0 2 3\n\n2 5 0 7 8\r\n   \n3 9 9 10\n")
     data = read_sequence_file(path)
-    assert data.sequences == {"1": ["0", "2", "3"], "2": ["5", "0", "7", "8"], "3": ["9", "9", "10"]}
+    assert data.sequences == {
+        "1": ["0", "2", "3"],
+        "2": ["5", "0", "7", "8"],
+        "3": ["9", "9", "10"],
+    }
     assert data.skipped_users == 0 and data.notes == []
     assert data.source == str(path)
     assert list(data.sequences) == ["1", "2", "3"]
@@ -113,7 +117,13 @@ token = st.text(
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(token, st.lists(token, min_size=1, max_size=8)), unique_by=lambda u: u[0], max_size=12))
+@given(
+    st.lists(
+        st.tuples(token, st.lists(token, min_size=1, max_size=8)),
+        unique_by=lambda u: u[0],
+        max_size=12,
+    )
+)
 def test_seq_roundtrip_property(users):
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "prop.txt"
@@ -135,8 +145,15 @@ INTER_HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
 
 
 def test_inter_sorts_by_timestamp_stably(tmp_path):
-    rows = [("u1", "0", 5, 30), ("u2", "x", 4, 1), ("u1", "a", 4, 10), ("u1", "b", 3, 10), ("u1", "c", 1, 20),
-            ("u2", "y", 5, 3), ("u2", "z", 5, 2)]
+    rows = [
+        ("u1", "0", 5, 30),
+        ("u2", "x", 4, 1),
+        ("u1", "a", 4, 10),
+        ("u1", "b", 3, 10),
+        ("u1", "c", 1, 20),
+        ("u2", "y", 5, 3),
+        ("u2", "z", 5, 2),
+    ]
     text = INTER_HEADER + "".join(f"{u}\t{i}\t{r}\t{t}\n" for u, i, r, t in rows)
     data = read_inter_file(write(tmp_path / "d.inter", text))
     assert data.sequences == {"u1": ["a", "b", "c", "0"], "u2": ["x", "z", "y"]}
@@ -157,7 +174,10 @@ def test_inter_accepts_suffixed_field_names(tmp_path):
     [
         ("uid:token\titem_id:token\nu\ta\n", ["d.inter:1:", "user_id"]),
         ("user_id:token\titem:token\nu\ta\n", ["d.inter:1:", "item_id"]),
-        ("a_user_id:token\tb_user_id:token\titem_id:token\n", ["d.inter:1:", "a_user_id", "b_user_id"]),
+        (
+            "a_user_id:token\tb_user_id:token\titem_id:token\n",
+            ["d.inter:1:", "a_user_id", "b_user_id"],
+        ),
         ("user_id:token\titem_id:token\titem_id:float\n", ["d.inter:1:", "'item_id'", "twice"]),
         ("user_id:token\titem_id\n", ["d.inter:1:", "'item_id'", "no type"]),
         ("user_id:token\titem_id:int\n", ["d.inter:1:", "'int'"]),
@@ -196,7 +216,9 @@ def test_csv_sorts_and_keeps_ids_as_strings(tmp_path):
 
 def test_tsv_with_datetimes_and_custom_columns(tmp_path):
     text = "who\twhat\twhen\na\tp\t2021-03-01 10:00\na\tq\t2021-01-01\na\tr\t2021-02-01T00:00:00Z\n"
-    data = read_table(write(tmp_path / "t.tsv", text), user_col="who", item_col="what", time_col="when")
+    data = read_table(
+        write(tmp_path / "t.tsv", text), user_col="who", item_col="what", time_col="when"
+    )
     assert data.sequences == {"a": ["q", "r", "p"]}
 
 
@@ -206,7 +228,9 @@ def test_parquet(tmp_path):
         {
             "user_id": [1, 1, 2, 1, 2, 2],
             "item_id": [0, 5, 6, 7, 8, 9],
-            "timestamp": pd.to_datetime(["2020-01-03", "2020-01-01", "2020-01-01", "2020-01-02", "2020-01-03", "2020-01-02"]),
+            "timestamp": pd.to_datetime(
+                ["2020-01-03", "2020-01-01", "2020-01-01", "2020-01-02", "2020-01-03", "2020-01-02"]
+            ),
         }
     )
     path = tmp_path / "t.parquet"
@@ -217,7 +241,9 @@ def test_parquet(tmp_path):
 def test_parquet_null_id_names_row(tmp_path):
     pytest.importorskip("pyarrow")
     path = tmp_path / "t.pq"
-    pd.DataFrame({"user_id": ["a", None], "item_id": ["x", "y"], "timestamp": [1, 2]}).to_parquet(path)
+    pd.DataFrame({"user_id": ["a", None], "item_id": ["x", "y"], "timestamp": [1, 2]}).to_parquet(
+        path
+    )
     expect_error(["t.pq", "row 2", "user_id"], read_table, path)
 
 
@@ -235,14 +261,26 @@ def test_table_sep_override_and_no_time(tmp_path):
 @pytest.mark.parametrize(
     "text, options, parts",
     [
-        ("user_id,item_id,timestamp\nu,a,1\nu,b,2\nu,c,soon\n", {}, ["t.csv:4:", "'timestamp'", "'soon'"]),
+        (
+            "user_id,item_id,timestamp\nu,a,1\nu,b,2\nu,c,soon\n",
+            {},
+            ["t.csv:4:", "'timestamp'", "'soon'"],
+        ),
         ("user_id,item_id,timestamp\nu,a,1\n\nu,b,2\nu,c,soon\n", {}, ["t.csv:5:", "'soon'"]),
         ("user_id,item_id,timestamp\nu,a,1\nu,b,\n", {}, ["t.csv:3:", "'timestamp'"]),
-        ("user,item_id,timestamp\nu,a,1\n", {}, ["t.csv", "'user_id'", "'user', 'item_id', 'timestamp'"]),
+        (
+            "user,item_id,timestamp\nu,a,1\n",
+            {},
+            ["t.csv", "'user_id'", "'user', 'item_id', 'timestamp'"],
+        ),
         ("user_id,item_id\nu,a\n", {}, ["t.csv", "'timestamp'", "time_col=None"]),
         ("user_id,item_id,timestamp\nu,a,1\nu,b,2,9\n", {}, ["t.csv:3:", "got 4"]),
         ("user_id,item_id,timestamp\nu,,1\n", {}, ["t.csv:2:", "'item_id'", "empty"]),
-        ("user_id,item_id,score\nu,a,1\nu,b,high\n", {"rating_col": "score", "min_rating": 1, "time_col": None}, ["t.csv:3:", "'score'"]),
+        (
+            "user_id,item_id,score\nu,a,1\nu,b,high\n",
+            {"rating_col": "score", "min_rating": 1, "time_col": None},
+            ["t.csv:3:", "'score'"],
+        ),
         ("user_id,item_id,timestamp\nu,a,1\n", {"min_rating": 1}, ["t.csv", "rating_col"]),
         ("", {}, ["t.csv", "empty"]),
         ("user_id,item_id,timestamp\n\n", {}, ["t.csv", "no interactions"]),
@@ -264,7 +302,9 @@ def test_table_unknown_extension_needs_sep(tmp_path):
 
 
 def test_table_min_rating_defaults_to_rating_column(tmp_path):
-    text = "user_id,item_id,rating,timestamp\n" + "".join(f"u,{i},{r},{i}\n" for i, r in enumerate([1, 5, 4, 2, 5]))
+    text = "user_id,item_id,rating,timestamp\n" + "".join(
+        f"u,{i},{r},{i}\n" for i, r in enumerate([1, 5, 4, 2, 5])
+    )
     data = read_table(write(tmp_path / "t.csv", text), min_rating=4)
     assert data.sequences == {"u": ["1", "2", "4"]}
 
@@ -294,7 +334,9 @@ def test_kcore_cascades(tmp_path):
     lines = ["a x y w", "b x y w", "c x y z", "d w v u", "e w v u", "f u w v"]
     path = write(tmp_path / "data.txt", "\n".join(lines) + "\n")
     data = read_sequence_file(path, kcore=3)
-    expected = reference_kcore([(line.split()[0], item) for line in lines for item in line.split()[1:]], 3)
+    expected = reference_kcore(
+        [(line.split()[0], item) for line in lines for item in line.split()[1:]], 3
+    )
     assert data.sequences == {"d": ["w", "v", "u"], "e": ["w", "v", "u"], "f": ["u", "w", "v"]}
     assert sorted((u, i) for u, seq in data.sequences.items() for i in seq) == sorted(expected)
     assert any("3-core" in note for note in data.notes)
@@ -303,7 +345,9 @@ def test_kcore_cascades(tmp_path):
 def test_kcore_matches_reference_on_random_data(tmp_path):
     rng = np.random.default_rng(3)
     rows = [(f"u{rng.integers(40)}", f"i{rng.zipf(1.6) % 60}", t) for t in range(600)]
-    text = "user_id:token\titem_id:token\ttimestamp:float\n" + "".join(f"{u}\t{i}\t{t}\n" for u, i, t in rows)
+    text = "user_id:token\titem_id:token\ttimestamp:float\n" + "".join(
+        f"{u}\t{i}\t{t}\n" for u, i, t in rows
+    )
     data = read_inter_file(write(tmp_path / "r.inter", text), kcore=4)
     expected = reference_kcore([(u, i) for u, i, _ in rows], 4)
     expected_sequences = {}

@@ -23,9 +23,23 @@ from sigma_pyro.errors import CheckpointError, ConfigError
 from sigma_pyro.nn.module import SigmaModule
 from sigma_pyro.runtime.resources import MEMORY_LIMIT_ENV, estimate_training_memory
 
-TINY = ["--synthetic-users", "150", "--synthetic-items", "60", "--synthetic-categories", "4",
-        "--hidden-size", "16", "--num-heads", "2", "--max-seq-length", "10",
-        "--batch-size", "64", "--no-progress"]
+TINY = [
+    "--synthetic-users",
+    "150",
+    "--synthetic-items",
+    "60",
+    "--synthetic-categories",
+    "4",
+    "--hidden-size",
+    "16",
+    "--num-heads",
+    "2",
+    "--max-seq-length",
+    "10",
+    "--batch-size",
+    "64",
+    "--no-progress",
+]
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -79,6 +93,7 @@ def parquet(columns: dict, names: list[str] | None = None):
 
         table = pa.table(list(map(pa.array, columns.values())), names=names or list(columns))
         pq.write_table(table, path)
+
     return write
 
 
@@ -89,40 +104,75 @@ BAD_FILES = {
     "seq user without items": ("d.txt", b"a 1 2 3\nb\n", ["d.txt:2:", "1 field"]),
     "inter empty": ("d.inter", b"", ["d.inter", "empty"]),
     "inter binary": ("d.inter", b"\x89PNG\r\n\x1a\n\x00\x00", ["d.inter:3:", "binary"]),
-    "inter misnamed field": ("d.inter", b"uid:token\titem_id:token\nu\ta\n",
-                             ["d.inter:1:", "user_id", "uid"]),
-    "inter duplicated field": ("d.inter", b"user_id:token\titem_id:token\tuser_id:token\n",
-                               ["d.inter:1:", "'user_id'", "twice"]),
-    "inter bad timestamp": ("d.inter", (INTER_HEADER + "u\ta\t1\nu\tb\tnoon\n").encode(),
-                            ["d.inter:3:", "timestamp", "'noon'"]),
-    "inter missing field": ("d.inter", (INTER_HEADER + "u\ta\n").encode(),
-                            ["d.inter:2:", "expected 3", "got 2"]),
+    "inter misnamed field": (
+        "d.inter",
+        b"uid:token\titem_id:token\nu\ta\n",
+        ["d.inter:1:", "user_id", "uid"],
+    ),
+    "inter duplicated field": (
+        "d.inter",
+        b"user_id:token\titem_id:token\tuser_id:token\n",
+        ["d.inter:1:", "'user_id'", "twice"],
+    ),
+    "inter bad timestamp": (
+        "d.inter",
+        (INTER_HEADER + "u\ta\t1\nu\tb\tnoon\n").encode(),
+        ["d.inter:3:", "timestamp", "'noon'"],
+    ),
+    "inter missing field": (
+        "d.inter",
+        (INTER_HEADER + "u\ta\n").encode(),
+        ["d.inter:2:", "expected 3", "got 2"],
+    ),
     "csv empty": ("d.csv", b"", ["d.csv", "empty"]),
-    "csv not UTF-8": ("d.csv", (CSV_HEADER + "u,a,1\nu,b\xff,2\n").encode("latin-1"),
-                      ["d.csv:3:", "UTF-8"]),
-    "csv misnamed column": ("d.csv", ("userid,item_id,timestamp\n" + GOOD_ROWS).encode(),
-                            ["d.csv", "'user_id'", "'userid'"]),
+    "csv not UTF-8": (
+        "d.csv",
+        (CSV_HEADER + "u,a,1\nu,b\xff,2\n").encode("latin-1"),
+        ["d.csv:3:", "UTF-8"],
+    ),
+    "csv misnamed column": (
+        "d.csv",
+        ("userid,item_id,timestamp\n" + GOOD_ROWS).encode(),
+        ["d.csv", "'user_id'", "'userid'"],
+    ),
     "csv missing column": ("d.csv", b"user_id,item_id\nu,a\n", ["d.csv", "'timestamp'"]),
-    "csv duplicated header": ("d.csv", ("user_id,item_id,user_id\nu,a,v\n").encode(),
-                              ["d.csv:1:", "'user_id'", "more than once"]),
-    "csv bad timestamp": ("d.csv", (CSV_HEADER + "u,a,1\nu,b,2\nu,c,later\n").encode(),
-                          ["d.csv:4:", "'timestamp'", "'later'"]),
+    "csv duplicated header": (
+        "d.csv",
+        ("user_id,item_id,user_id\nu,a,v\n").encode(),
+        ["d.csv:1:", "'user_id'", "more than once"],
+    ),
+    "csv bad timestamp": (
+        "d.csv",
+        (CSV_HEADER + "u,a,1\nu,b,2\nu,c,later\n").encode(),
+        ["d.csv:4:", "'timestamp'", "'later'"],
+    ),
     # pandas would make the extra first field an index and shift every column by one.
-    "csv extra field": ("d.csv", (CSV_HEADER + "u,a,1,x\nu,b,2,x\nu,c,3,x\n").encode(),
-                        ["d.csv:2:", "expected 3 fields", "got 4"]),
+    "csv extra field": (
+        "d.csv",
+        (CSV_HEADER + "u,a,1,x\nu,b,2,x\nu,c,3,x\n").encode(),
+        ["d.csv:2:", "expected 3 fields", "got 4"],
+    ),
     "tsv empty id": ("d.tsv", b"user_id\titem_id\ttimestamp\nu\t\t1\n", ["d.tsv:2:", "'item_id'"]),
     "parquet empty": ("d.parquet", b"", ["d.parquet", "Parquet"]),
     "parquet garbage": ("d.parquet", b"PAR1 this is not parquet", ["d.parquet", "Parquet"]),
-    "parquet misnamed column": ("d.parquet", parquet({"user": ["u"], "item_id": ["a"],
-                                                      "timestamp": [1]}),
-                                ["d.parquet", "'user_id'", "'user'"]),
-    "parquet bad timestamp": ("d.parquet", parquet({"user_id": ["u"] * 3, "item_id": list("abc"),
-                                                    "timestamp": ["1", "x", "3"]}),
-                              ["d.parquet", "row 2", "'timestamp'", "'x'"]),
-    "parquet duplicated column": ("d.parquet", parquet(
-        {"a": ["u"], "b": ["a"], "c": [1], "d": ["v"]},
-        names=["user_id", "item_id", "timestamp", "user_id"]),
-        ["d.parquet", "'user_id'", "more than once"]),
+    "parquet misnamed column": (
+        "d.parquet",
+        parquet({"user": ["u"], "item_id": ["a"], "timestamp": [1]}),
+        ["d.parquet", "'user_id'", "'user'"],
+    ),
+    "parquet bad timestamp": (
+        "d.parquet",
+        parquet({"user_id": ["u"] * 3, "item_id": list("abc"), "timestamp": ["1", "x", "3"]}),
+        ["d.parquet", "row 2", "'timestamp'", "'x'"],
+    ),
+    "parquet duplicated column": (
+        "d.parquet",
+        parquet(
+            {"a": ["u"], "b": ["a"], "c": [1], "d": ["v"]},
+            names=["user_id", "item_id", "timestamp", "user_id"],
+        ),
+        ["d.parquet", "'user_id'", "more than once"],
+    ),
 }
 
 
@@ -160,14 +210,17 @@ def test_bad_presets_are_one_line_errors(case, tmp_path, capsys):
     assert_user_error(code, err, *needles)
 
 
-@pytest.mark.parametrize("flags,needles", [
-    (["--hidden-dropout", "1.5"], ["--hidden-dropout", "1.5"]),
-    (["--lr", "nan"], ["--lr", "nan"]),
-    (["--batch-size", "many"], ["--batch-size", "'many'"]),
-    (["--num-heads", "3"], ["--hidden-size", "--num-heads"]),
-    (["--kcore", "-1"], ["--kcore"]),
-    (["--early-stop-metric", "auc"], ["--early-stop-metric", "'auc'"]),
-])
+@pytest.mark.parametrize(
+    "flags,needles",
+    [
+        (["--hidden-dropout", "1.5"], ["--hidden-dropout", "1.5"]),
+        (["--lr", "nan"], ["--lr", "nan"]),
+        (["--batch-size", "many"], ["--batch-size", "'many'"]),
+        (["--num-heads", "3"], ["--hidden-size", "--num-heads"]),
+        (["--kcore", "-1"], ["--kcore"]),
+        (["--early-stop-metric", "auc"], ["--early-stop-metric", "'auc'"]),
+    ],
+)
 def test_settings_out_of_range(flags, needles, tmp_path, capsys):
     code, _, err = cli(["train", *TINY, *flags, "--out", tmp_path / "o"], capsys)
     assert_user_error(code, err, *needles)
@@ -183,16 +236,48 @@ def test_short_users_are_skipped_and_counted(tmp_path, capsys):
 
 # -- 3. interrupted and resumed training ----------------------------------------------------
 
-RESUMABLE = ["--synthetic-users", "200", "--synthetic-items", "60", "--synthetic-categories", "4",
-             "--hidden-size", "16", "--num-heads", "2", "--max-seq-length", "10",
-             "--batch-size", "32", "--no-progress", "--epochs", "4", "--seed", "3"]
+RESUMABLE = [
+    "--synthetic-users",
+    "200",
+    "--synthetic-items",
+    "60",
+    "--synthetic-categories",
+    "4",
+    "--hidden-size",
+    "16",
+    "--num-heads",
+    "2",
+    "--max-seq-length",
+    "10",
+    "--batch-size",
+    "32",
+    "--no-progress",
+    "--epochs",
+    "4",
+    "--seed",
+    "3",
+]
 
 
 def start_training(out: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    return subprocess.Popen([sys.executable, "-m", "sigma_pyro.cli.main", "train", *RESUMABLE,
-                             "--out", str(out), *extra], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sigma_pyro.cli.main",
+            "train",
+            *RESUMABLE,
+            "--out",
+            str(out),
+            *extra,
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def saved_epoch(out: Path) -> int:
@@ -287,10 +372,16 @@ DAMAGE = {
     "model.json truncated": ("model.json", truncate),
     "model.json not an object": ("model.json", lambda p: p.write_text("[1, 2]")),
     "model.json not UTF-8": ("model.json", lambda p: p.write_bytes(b'{"a": "\xff"}')),
-    "model.json wrong version": ("model.json", lambda p: p.write_text(
-        json.dumps({**json.loads(p.read_text()), "format_version": 99}))),
-    "model.json no items": ("model.json", lambda p: p.write_text(
-        json.dumps({k: v for k, v in json.loads(p.read_text()).items() if k != "items"}))),
+    "model.json wrong version": (
+        "model.json",
+        lambda p: p.write_text(json.dumps({**json.loads(p.read_text()), "format_version": 99})),
+    ),
+    "model.json no items": (
+        "model.json",
+        lambda p: p.write_text(
+            json.dumps({k: v for k, v in json.loads(p.read_text()).items() if k != "items"})
+        ),
+    ),
 }
 
 
@@ -305,8 +396,10 @@ def test_damaged_model_is_a_one_line_error(case, trained, tmp_path, capsys):
         SigmaRecommender.load(folder)
 
 
-@pytest.mark.parametrize("damage", [truncate, lambda p: p.write_bytes(b"\x00" * 64),
-                                    lambda p: torch.save({"epoch": 1}, p)])
+@pytest.mark.parametrize(
+    "damage",
+    [truncate, lambda p: p.write_bytes(b"\x00" * 64), lambda p: torch.save({"epoch": 1}, p)],
+)
 def test_damaged_training_state_is_a_one_line_error(damage, trained, tmp_path, capsys):
     folder = copy_model(trained, tmp_path)
     damage(folder / "last.pt")
@@ -336,8 +429,9 @@ def test_failed_write_keeps_the_previous_checkpoint(failing, trained, tmp_path, 
         atomic_torch_save({"epoch": 99}, folder / "last.pt")
     monkeypatch.undo()
     assert snapshot(folder) == before, "the old files are intact and no temporary file is left"
-    torch.testing.assert_close(SigmaRecommender.load(folder).module.state_dict(),
-                               safe_torch_load(trained / "model.pt"))
+    torch.testing.assert_close(
+        SigmaRecommender.load(folder).module.state_dict(), safe_torch_load(trained / "model.pt")
+    )
 
 
 # -- 5. numerical faults ----------------------------------------------------------------------
@@ -371,20 +465,25 @@ class NanGradient(torch.autograd.Function):
         return torch.full_like(grad, float("nan"))
 
 
-@pytest.mark.parametrize("poison,needles", [
-    (lambda representation: representation * float("nan"), ["non-finite ELBO", "'next_item'"]),
-    (NanGradient.apply, ["non-finite gradient", "item_embedding.weight"]),
-])
+@pytest.mark.parametrize(
+    "poison,needles",
+    [
+        (lambda representation: representation * float("nan"), ["non-finite ELBO", "'next_item'"]),
+        (NanGradient.apply, ["non-finite gradient", "item_embedding.weight"]),
+    ],
+)
 def test_numerical_fault_stops_training_and_keeps_the_last_good_model(
-        poison, needles, tmp_path, monkeypatch, capsys):
+    poison, needles, tmp_path, monkeypatch, capsys
+):
     poison_after(monkeypatch, calls=5, poison=poison)  # three steps per epoch: epoch 2
     out = tmp_path / "o"
     code, _, err = train(capsys, out=out, epochs=4)
     state = safe_torch_load(out / "last.pt")
     assert state["epoch"] == 1
     # The fifth step is the second of epoch 2, whatever the batches per epoch.
-    assert_user_error(code, err, *needles, "epoch 2,", f"step {state['step'] + 2}",
-                      "last good checkpoint")
+    assert_user_error(
+        code, err, *needles, "epoch 2,", f"step {state['step'] + 2}", "last good checkpoint"
+    )
     monkeypatch.undo()
     best = SigmaRecommender.load(out).module.state_dict()
     assert all(torch.isfinite(t).all() for t in best.values())
@@ -433,13 +532,18 @@ def test_pickled_code_in_a_checkpoint_is_refused(name, trained, tmp_path, capsys
 def other_data(trained, tmp_path) -> Path:
     items = json.loads((trained / "model.json").read_text())["items"]
     path = tmp_path / "other.txt"
-    path.write_text("\n".join([
-        "full " + " ".join(items[:5]),                                # all known
-        "mixed new1 " + " ".join(items[5:9]) + " new2",               # 2 unknown, 4 known
-        f"short {items[1]} zz {items[2]}",                            # 2 known: too short
-        "alien x y z",                                                # none known
-        f"late {items[3]} {items[4]} q {items[7]}",                   # 1 unknown, 3 known
-    ]) + "\n")
+    path.write_text(
+        "\n".join(
+            [
+                "full " + " ".join(items[:5]),  # all known
+                "mixed new1 " + " ".join(items[5:9]) + " new2",  # 2 unknown, 4 known
+                f"short {items[1]} zz {items[2]}",  # 2 known: too short
+                "alien x y z",  # none known
+                f"late {items[3]} {items[4]} q {items[7]}",  # 1 unknown, 3 known
+            ]
+        )
+        + "\n"
+    )
     return path
 
 
@@ -454,14 +558,29 @@ def test_evaluate_on_data_with_unknown_items(trained, other_data, capsys):
 
 
 def test_recommend_on_data_with_unknown_items(trained, other_data, capsys):
-    code, out, err = cli(["recommend", "--model", trained, "--data", other_data,
-                          "--user", "short", "--user", "mixed", "-k", "3"], capsys)
+    code, out, err = cli(
+        [
+            "recommend",
+            "--model",
+            trained,
+            "--data",
+            other_data,
+            "--user",
+            "short",
+            "--user",
+            "mixed",
+            "-k",
+            "3",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "4 histories had 7 items unknown to the model" in err
     result = json.loads(out)
     assert all(len(result[user]) == 3 for user in ("short", "mixed"))
-    code, _, err = cli(["recommend", "--model", trained, "--data", other_data,
-                        "--user", "alien"], capsys)
+    code, _, err = cli(
+        ["recommend", "--model", trained, "--data", other_data, "--user", "alien"], capsys
+    )
     assert_user_error(code, err, "'alien'")
 
 
@@ -476,9 +595,16 @@ def test_data_without_a_single_known_item(trained, tmp_path, capsys):
 
 
 def test_training_that_cannot_fit_is_refused(tmp_path, monkeypatch, capsys):
-    rec = SigmaRecommender.from_preset("synthetic", synthetic_users=150, synthetic_items=60,
-                                       synthetic_categories=4, hidden_size=16, num_heads=2,
-                                       max_seq_length=10, batch_size=64)
+    rec = SigmaRecommender.from_preset(
+        "synthetic",
+        synthetic_users=150,
+        synthetic_items=60,
+        synthetic_categories=4,
+        hidden_size=16,
+        num_heads=2,
+        max_seq_length=10,
+        batch_size=64,
+    )
     lengths = [len(s) - 1 for s in rec.split.train]
 
     def needs(batch_size: int) -> int:
@@ -516,20 +642,28 @@ def test_memory_estimate_grows_with_the_work():
     # activations about as much again.
     assert 1.5 * 2**30 < small < 4 * 2**30
     big_catalog = estimate_training_memory(config, 120_000, lengths).total
-    config.model.likelihood = "sampled"    # 1,000 negatives instead of 120k items
+    config.model.likelihood = "sampled"  # 1,000 negatives instead of 120k items
     assert estimate_training_memory(config, 120_000, lengths).total < big_catalog / 4
 
 
 def test_fit_checks_memory_from_the_api(monkeypatch):
     monkeypatch.setenv(MEMORY_LIMIT_ENV, "0.01")
-    rec = SigmaRecommender.from_preset("synthetic", synthetic_users=150, synthetic_items=60,
-                                       hidden_size=16, num_heads=2, epochs=1, progress=False)
+    rec = SigmaRecommender.from_preset(
+        "synthetic",
+        synthetic_users=150,
+        synthetic_items=60,
+        hidden_size=16,
+        num_heads=2,
+        epochs=1,
+        progress=False,
+    )
     with pytest.raises(ConfigError, match="training needs about"):
         rec.fit()
 
 
-@pytest.mark.parametrize("device, needle", [("tpu9", "not a device"),
-                                            ("cuda:64", "--device cuda:64")])
+@pytest.mark.parametrize(
+    "device, needle", [("tpu9", "not a device"), ("cuda:64", "--device cuda:64")]
+)
 def test_unusable_device_is_one_line_error(device, needle, tmp_path, capsys):
     if device.startswith("cuda") and torch.cuda.device_count() > 64:
         pytest.skip("this machine has that GPU")
@@ -541,9 +675,27 @@ def test_unusable_device_is_one_line_error(device, needle, tmp_path, capsys):
 
 def test_model_trained_on_a_gpu_loads_on_a_machine_without_one(tmp_path):
     model = tmp_path / "m"
-    assert main(["train", "--synthetic-users", "60", "--synthetic-items", "60",
-                 "--hidden-size", "16", "--num-heads", "2", "--epochs", "1", "--no-progress",
-                 "--out", str(model)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--synthetic-users",
+                "60",
+                "--synthetic-items",
+                "60",
+                "--hidden-size",
+                "16",
+                "--num-heads",
+                "2",
+                "--epochs",
+                "1",
+                "--no-progress",
+                "--out",
+                str(model),
+            ]
+        )
+        == 0
+    )
     meta = json.loads((model / "model.json").read_text())
     meta["config"]["train"]["device"] = "cuda:64"
     (model / "model.json").write_text(json.dumps(meta))

@@ -34,10 +34,20 @@ def runs(means: dict[str, dict[str, float]], seeds: int = 5) -> list[dict]:
         for seed in range(seeds):
             offset = 0.01 * (seed % 3) + WIGGLE[(seed + index) % len(WIGGLE)]
             metrics = {m: metric_means.get(m, 0.1) + offset for m in METRICS}
-            rows.append({"prior": prior, "seed": seed, "status": "ok", **metrics,
-                         "epochs": 40 + seed, "best_epoch": 30 + seed, "stopped_early": True,
-                         "wall_seconds": 100.0, "run_dir": f"runs/{prior}-seed{seed}",
-                         "code": "abc123"})
+            rows.append(
+                {
+                    "prior": prior,
+                    "seed": seed,
+                    "status": "ok",
+                    **metrics,
+                    "epochs": 40 + seed,
+                    "best_epoch": 30 + seed,
+                    "stopped_early": True,
+                    "wall_seconds": 100.0,
+                    "run_dir": f"runs/{prior}-seed{seed}",
+                    "code": "abc123",
+                }
+            )
     return rows
 
 
@@ -52,21 +62,38 @@ def render(tmp_path: Path, rows: list[dict], name: str = "Beauty") -> str:
 
 
 def table_rows(text: str, first_cell: str) -> list[list[str]]:
-    return [[cell.strip() for cell in line.strip("|").split("|")]
-            for line in text.splitlines() if line.startswith(f"| {first_cell}")]
+    return [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in text.splitlines()
+        if line.startswith(f"| {first_cell}")
+    ]
 
 
 def test_bold_marks_the_best_mean_of_each_metric(tmp_path):
-    text = render(tmp_path, runs({
-        "normal": {"recall@10": 0.3, "mrr": 0.3},
-        "sigma": {"recall@20": 0.3, "ndcg@10": 0.3},
-        "deterministic": {"ndcg@20": 0.3}}))
+    text = render(
+        tmp_path,
+        runs(
+            {
+                "normal": {"recall@10": 0.3, "mrr": 0.3},
+                "sigma": {"recall@20": 0.3, "ndcg@10": 0.3},
+                "deterministic": {"ndcg@20": 0.3},
+            }
+        ),
+    )
     header = table_rows(text, "variant")[0]
-    rows = {row[0]: dict(zip(header, row)) for row in table_rows(text, "")
-            if row[0] in ("sigma", "normal", "deterministic")}
+    rows = {
+        row[0]: dict(zip(header, row))
+        for row in table_rows(text, "")
+        if row[0] in ("sigma", "normal", "deterministic")
+    }
     assert list(rows) == ["sigma", "normal", "deterministic"]
-    winners = {"Recall@10": "normal", "Recall@20": "sigma", "NDCG@10": "sigma",
-               "NDCG@20": "deterministic", "MRR": "normal"}
+    winners = {
+        "Recall@10": "normal",
+        "Recall@20": "sigma",
+        "NDCG@10": "sigma",
+        "NDCG@20": "deterministic",
+        "MRR": "normal",
+    }
     for label, winner in winners.items():
         bold = [v for v, row in rows.items() if row[label].startswith("**")]
         assert bold == [winner], label
@@ -74,8 +101,10 @@ def test_bold_marks_the_best_mean_of_each_metric(tmp_path):
 
 
 def test_a_planted_paired_difference_is_significant_with_its_sign(tmp_path):
-    text = render(tmp_path, runs({"sigma": {"ndcg@10": 0.12, "mrr": 0.08},
-                                  "normal": {"ndcg@10": 0.10, "mrr": 0.10}}))
+    text = render(
+        tmp_path,
+        runs({"sigma": {"ndcg@10": 0.12, "mrr": 0.08}, "normal": {"ndcg@10": 0.10, "mrr": 0.10}}),
+    )
     header, row = table_rows(text, "paired difference")[0], table_rows(text, "sigma − normal")[0]
     cells = dict(zip(header, row))
     ndcg, mrr = row[header.index("Δ NDCG@10") + 1], row[header.index("Δ MRR") + 1]
@@ -101,8 +130,15 @@ def test_a_single_seed_shows_no_standard_deviation(tmp_path):
 
 def test_failed_runs_are_left_out_and_listed(tmp_path):
     rows = runs({"sigma": {}, "normal": {}}, seeds=2)
-    rows.append({"prior": "sigma", "seed": 2, "status": "failed: non-finite ELBO",
-                 "run_dir": "runs/sigma-seed2", "code": "abc123"})
+    rows.append(
+        {
+            "prior": "sigma",
+            "seed": 2,
+            "status": "failed: non-finite ELBO",
+            "run_dir": "runs/sigma-seed2",
+            "code": "abc123",
+        }
+    )
     text = render(tmp_path, rows)
     assert table_rows(text, "sigma |")[0][1] == "2"
     assert "- sigma seed 2: failed: non-finite ELBO" in text
@@ -131,31 +167,40 @@ def test_the_cli_writes_the_table_with_its_regenerate_command(tmp_path, monkeypa
     write_csv(Path("results/Beauty.csv"), runs({"sigma": {}, "normal": {}}))
     write_csv(Path("results/Office_Products.csv"), runs({"normal": {}}))
     with contextlib.redirect_stdout(io.StringIO()):
-        assert main(["results", "--runs", "results/Beauty.csv",
-                     "results/Office_Products.csv"]) == 0
+        assert main(["results", "--runs", "results/Beauty.csv", "results/Office_Products.csv"]) == 0
     text = Path("docs/results.md").read_text(encoding="utf-8")
-    assert ("sigma-pyro results --runs results/Beauty.csv results/Office_Products.csv "
-            "--out docs/results.md") in text
+    assert (
+        "sigma-pyro results --runs results/Beauty.csv results/Office_Products.csv "
+        "--out docs/results.md"
+    ) in text
     assert "## Beauty" in text and "## Office_Products" in text
     assert "no finished sigma runs" in text
     assert "`abc123`: 15 runs (Beauty, Office_Products)" in text
     assert re.search(r"machine: \S+ \S+, \d+ CPUs, ", text)
 
-    monkeypatch.setattr(sys, "argv", ["results_table.py", "--runs", "results/Beauty.csv",
-                                      "--out", "other.md"])
+    monkeypatch.setattr(
+        sys, "argv", ["results_table.py", "--runs", "results/Beauty.csv", "--out", "other.md"]
+    )
     with pytest.raises(SystemExit) as info, contextlib.redirect_stdout(io.StringIO()):
         runpy.run_path(str(REPO / "scripts" / "results_table.py"), run_name="__main__")
     assert info.value.code == 0 and "## Beauty" in Path("other.md").read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda path: path.unlink(), "no such results file"),
-    (lambda path: path.write_text("prior,seed,status\nsigma,0,ok\n"),
-     "missing column(s) recall@10"),
-    (lambda path: path.write_text(path.read_text().replace(",ok,0.", ",ok,x0.", 1)),
-     "row 1: recall@10 is not a number ('x0."),
-    (lambda path: path.write_text(""), "not a results CSV"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda path: path.unlink(), "no such results file"),
+        (
+            lambda path: path.write_text("prior,seed,status\nsigma,0,ok\n"),
+            "missing column(s) recall@10",
+        ),
+        (
+            lambda path: path.write_text(path.read_text().replace(",ok,0.", ",ok,x0.", 1)),
+            "row 1: recall@10 is not a number ('x0.",
+        ),
+        (lambda path: path.write_text(""), "not a results CSV"),
+    ],
+)
 def test_a_malformed_file_is_a_one_line_error_naming_it(tmp_path, capsys, damage, message):
     path = write_csv(tmp_path / "Beauty.csv", runs({"sigma": {}}))
     damage(path)

@@ -1,4 +1,3 @@
-
 import numpy as np
 import pytest
 
@@ -34,7 +33,9 @@ def test_shape_of_generated_data(small):
     for seq in sequences.values():
         assert config.min_length <= len(seq) <= config.max_length
         assert len(set(seq)) == len(seq)
-        assert all(0 <= n < config.num_items and item == f"i{n}" for item, n in zip(seq, item_numbers(seq)))
+        assert all(
+            0 <= n < config.num_items and item == f"i{n}" for item, n in zip(seq, item_numbers(seq))
+        )
     sizes = np.bincount(small.item_category, minlength=config.num_categories)
     assert sizes.max() - sizes.min() <= 1
     weights = small.user_interest_weights
@@ -88,14 +89,18 @@ def assert_chi_square_fit(counts, p, what):
     observed, expected = observed[expected > 0], expected[expected > 0]
     dof = max(len(expected) - 1, 1)
     chi2 = ((observed - expected) ** 2 / expected).sum()
-    assert chi2 < dof + 6 * np.sqrt(2 * dof), f"{what}: chi2 {chi2:.1f} with {dof} degrees of freedom"
+    assert chi2 < dof + 6 * np.sqrt(2 * dof), (
+        f"{what}: chi2 {chi2:.1f} with {dof} degrees of freedom"
+    )
 
 
 def empirical_matches(data, user, prefix, draws=20000, seed=0):
     """The generator's own draws fit the exact law, item by item and category by category."""
     rng = np.random.default_rng(seed)
     p = data.next_item_distribution(user, prefix)
-    counts = np.bincount([data.sample_next_item(user, prefix, rng) for _ in range(draws)], minlength=len(p))
+    counts = np.bincount(
+        [data.sample_next_item(user, prefix, rng) for _ in range(draws)], minlength=len(p)
+    )
     assert counts[p == 0].sum() == 0
     assert_chi_square_fit(counts, p, "items")
     # Spread over many items, a wrong stay/switch mix is too faint; per category it stands out.
@@ -118,8 +123,15 @@ def test_sampling_matches_next_item_distribution(small):
 def test_sampling_matches_in_the_fallback_branches():
     # Sequences as long as the catalogue force every exhaustion fallback to be used.
     config = SyntheticConfig(
-        num_users=30, num_items=15, num_categories=3, max_interests=1, min_length=15, max_length=15,
-        successors_per_item=2, transition_strength=1.0, seed=5,
+        num_users=30,
+        num_items=15,
+        num_categories=3,
+        max_interests=1,
+        min_length=15,
+        max_length=15,
+        successors_per_item=2,
+        transition_strength=1.0,
+        seed=5,
     )
     data = generate_synthetic(config)
     for seq in data.interactions.sequences.values():

@@ -36,12 +36,18 @@ def _sequences(num_items: int, seed: int = 0) -> list[np.ndarray]:
 
 
 def _model_config(likelihood: str, negatives: int, hidden_size: int) -> ModelConfig:
-    return ModelConfig(hidden_size=hidden_size, num_heads=4, max_seq_length=MAX_LENGTH,
-                       likelihood=likelihood, negatives=negatives)
+    return ModelConfig(
+        hidden_size=hidden_size,
+        num_heads=4,
+        max_seq_length=MAX_LENGTH,
+        likelihood=likelihood,
+        negatives=negatives,
+    )
 
 
-def measure_one(num_items: int, likelihood: str, negatives: int, batch_size: int,
-                hidden_size: int, steps: int) -> dict:
+def measure_one(
+    num_items: int, likelihood: str, negatives: int, batch_size: int, hidden_size: int, steps: int
+) -> dict:
     """Seconds per SVI step (extrapolated to an epoch), full-ranking evaluation seconds
     for all users, and peak resident memory, for one catalog size and likelihood."""
     torch.manual_seed(0)
@@ -67,21 +73,35 @@ def measure_one(num_items: int, likelihood: str, negatives: int, batch_size: int
         step_seconds = (time.perf_counter() - started) / done
     module.eval()
     started = time.perf_counter()
-    evaluate_module(module, [s[:-1] for s in sequences], np.array([s[-1] for s in sequences]),
-                    EvalConfig(), MAX_LENGTH)
+    evaluate_module(
+        module,
+        [s[:-1] for s in sequences],
+        np.array([s[-1] for s in sequences]),
+        EvalConfig(),
+        MAX_LENGTH,
+    )
     eval_seconds = time.perf_counter() - started
-    return {"items": num_items, "likelihood": likelihood, "status": "ok",
-            "step_seconds": round(step_seconds, 4),
-            "epoch_seconds_estimate": round(step_seconds * len(batches), 2),
-            "steps_per_epoch": len(batches), "eval_seconds": round(eval_seconds, 2),
-            "eval_users": USERS, "peak_rss_mb": round(peak_rss_mb(), 1)}
+    return {
+        "items": num_items,
+        "likelihood": likelihood,
+        "status": "ok",
+        "step_seconds": round(step_seconds, 4),
+        "epoch_seconds_estimate": round(step_seconds * len(batches), 2),
+        "steps_per_epoch": len(batches),
+        "eval_seconds": round(eval_seconds, 2),
+        "eval_users": USERS,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
 
 
-def estimated_peak_mb(num_items: int, likelihood: str, negatives: int, batch_size: int,
-                      hidden_size: int) -> float:
+def estimated_peak_mb(
+    num_items: int, likelihood: str, negatives: int, batch_size: int, hidden_size: int
+) -> float:
     """The training memory check's estimate (sigma_pyro.runtime.resources) for this configuration."""
-    config = Config(model=_model_config(likelihood, negatives, hidden_size),
-                    train=TrainConfig(batch_size=batch_size))
+    config = Config(
+        model=_model_config(likelihood, negatives, hidden_size),
+        train=TrainConfig(batch_size=batch_size),
+    )
     # The training sequences drop the last two items; the inputs drop one more.
     lengths = [len(s) - 3 for s in _sequences(num_items)]
     return estimate_training_memory(config, num_items, lengths).total / 2**20
@@ -93,27 +113,54 @@ def available_mb() -> float:
     return float("inf") if available is None else available[0] / 2**20
 
 
-def run_scaling(sizes=(10**4, 10**5, 10**6), negatives: int = 1000, batch_size: int = 128,
-                hidden_size: int = 64, steps: int = 5, log=print) -> list[dict]:
+def run_scaling(
+    sizes=(10**4, 10**5, 10**6),
+    negatives: int = 1000,
+    batch_size: int = 128,
+    hidden_size: int = 64,
+    steps: int = 5,
+    log=print,
+) -> list[dict]:
     rows = []
     for num_items in sizes:
         for likelihood in ("full", "sampled"):
             estimate = estimated_peak_mb(num_items, likelihood, negatives, batch_size, hidden_size)
             if estimate > 0.8 * available_mb():
-                row = {"items": num_items, "likelihood": likelihood, "status": "skipped",
-                       "reason": f"estimated {estimate / 1024:.1f} GB exceeds 80% of the "
-                                 f"{available_mb() / 1024:.1f} GB available"}
+                row = {
+                    "items": num_items,
+                    "likelihood": likelihood,
+                    "status": "skipped",
+                    "reason": f"estimated {estimate / 1024:.1f} GB exceeds 80% of the "
+                    f"{available_mb() / 1024:.1f} GB available",
+                }
             else:
-                command = [sys.executable, "-m", "sigma_pyro.bench.scaling", "--items",
-                           str(num_items), "--likelihood", likelihood, "--negatives",
-                           str(negatives), "--batch-size", str(batch_size), "--hidden-size",
-                           str(hidden_size), "--steps", str(steps)]
+                command = [
+                    sys.executable,
+                    "-m",
+                    "sigma_pyro.bench.scaling",
+                    "--items",
+                    str(num_items),
+                    "--likelihood",
+                    likelihood,
+                    "--negatives",
+                    str(negatives),
+                    "--batch-size",
+                    str(batch_size),
+                    "--hidden-size",
+                    str(hidden_size),
+                    "--steps",
+                    str(steps),
+                ]
                 done = subprocess.run(command, capture_output=True, text=True)
                 if done.returncode == 0:
                     row = json.loads(done.stdout.strip().splitlines()[-1])
                 else:
-                    row = {"items": num_items, "likelihood": likelihood, "status": "failed",
-                           "reason": (done.stderr.strip().splitlines() or ["killed"])[-1][:200]}
+                    row = {
+                        "items": num_items,
+                        "likelihood": likelihood,
+                        "status": "failed",
+                        "reason": (done.stderr.strip().splitlines() or ["killed"])[-1][:200],
+                    }
             row["estimated_peak_mb"] = round(estimate)
             log(json.dumps(row))
             rows.append(row)
@@ -130,8 +177,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     args = parser.parse_args()
     configure_process_memory()  # as the command line does for every command
-    print(json.dumps(measure_one(args.items, args.likelihood, args.negatives, args.batch_size,
-                                 args.hidden_size, args.steps)))
+    print(
+        json.dumps(
+            measure_one(
+                args.items,
+                args.likelihood,
+                args.negatives,
+                args.batch_size,
+                args.hidden_size,
+                args.steps,
+            )
+        )
+    )
 
 
 if __name__ == "__main__":

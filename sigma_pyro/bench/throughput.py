@@ -24,8 +24,9 @@ from sigma_pyro.inference.training import interest_scale, kl_scale
 
 DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "Beauty.txt"
 # Beauty's shape, for machines without the file: users, items, and lengths averaging ~8.9.
-BEAUTY_SHAPE = SyntheticConfig(num_users=22363, num_items=12101, num_categories=40,
-                               min_length=5, max_length=13, seed=0)
+BEAUTY_SHAPE = SyntheticConfig(
+    num_users=22363, num_items=12101, num_categories=40, min_length=5, max_length=13, seed=0
+)
 
 
 def _epoch(step_fn, batches, epoch: int, device) -> float:
@@ -75,17 +76,26 @@ def run_benchmark(config: Config, epochs: int = 3, log=print) -> dict:
     beta, lam = kl_scale(config, 0), interest_scale(config, 0)
 
     pyro.clear_param_store()
-    svi_optimizer = pyro.optim.ClippedAdam({"lr": config.train.lr,
-                                            "clip_norm": config.train.clip_norm})
+    svi_optimizer = pyro.optim.ClippedAdam(
+        {"lr": config.train.lr, "clip_norm": config.train.clip_norm}
+    )
 
     def svi_epochs(amp: bool) -> list[float]:
-        svi = SVI(autocast_program(module.model, device, amp),
-                  autocast_program(module.guide, device, amp), svi_optimizer, Trace_ELBO())
+        svi = SVI(
+            autocast_program(module.model, device, amp),
+            autocast_program(module.guide, device, amp),
+            svi_optimizer,
+            Trace_ELBO(),
+        )
         with pyro.validation_enabled(False):  # as in the Trainer's hot loop
-            times = [_epoch(lambda b: svi.step(b, beta, lam), batches, e, device)
-                     for e in range(epochs + 1)][1:]
-        log(f"pyro SVI epochs{' (mixed precision)' if amp else ''}: "
-            f"{[round(t, 2) for t in times]} s")
+            times = [
+                _epoch(lambda b: svi.step(b, beta, lam), batches, e, device)
+                for e in range(epochs + 1)
+            ][1:]
+        log(
+            f"pyro SVI epochs{' (mixed precision)' if amp else ''}: "
+            f"{[round(t, 2) for t in times]} s"
+        )
         return times
 
     # The process's peak after each phase: later phases can only raise it, so this shows
@@ -100,7 +110,9 @@ def run_benchmark(config: Config, epochs: int = 3, log=print) -> dict:
         amp_times = svi_epochs(True)
         peaks["svi_mixed_precision"] = peak_rss_mb()
 
-    optimizer = ClippedAdam(module.parameters(), lr=config.train.lr, clip_norm=config.train.clip_norm)
+    optimizer = ClippedAdam(
+        module.parameters(), lr=config.train.lr, clip_norm=config.train.clip_norm
+    )
 
     def plain_step(batch):
         optimizer.zero_grad(set_to_none=True)
@@ -122,13 +134,19 @@ def run_benchmark(config: Config, epochs: int = 3, log=print) -> dict:
     mixed = {}
     if amp_times:
         amp_seconds = statistics.median(amp_times)
-        mixed = {"mixed_precision_epoch_seconds": round(amp_seconds, 3),
-                 "mixed_precision_epoch_seconds_all": [round(t, 3) for t in amp_times],
-                 "float32_over_mixed_precision_ratio": round(epoch_seconds / amp_seconds, 3)}
+        mixed = {
+            "mixed_precision_epoch_seconds": round(amp_seconds, 3),
+            "mixed_precision_epoch_seconds_all": [round(t, 3) for t in amp_times],
+            "float32_over_mixed_precision_ratio": round(epoch_seconds / amp_seconds, 3),
+        }
     return {
-        "data": source, "users": dataset.num_users, "items": dataset.num_items,
-        "prior": config.model.prior, "likelihood": config.model.likelihood,
-        "device": str(device), "torch_threads": torch.get_num_threads(),
+        "data": source,
+        "users": dataset.num_users,
+        "items": dataset.num_items,
+        "prior": config.model.prior,
+        "likelihood": config.model.likelihood,
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
         "mixed_precision": amp,
         "epoch_seconds": round(epoch_seconds, 3),
         "epoch_seconds_all": [round(t, 3) for t in pyro_times],

@@ -15,7 +15,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sigma-pyro",
         description="SIGMA, the semantic Gaussian mixture VAE for sequential recommendation, "
-                    "trained with SVI in Pyro.")
+        "trained with SVI in Pyro.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         importlib.import_module(f"sigma_pyro.cli.commands.{name}").register(sub)

@@ -20,18 +20,22 @@ from sigma_pyro.data.dataset import PADDING_ID
 class SequenceBatch:
     """``items[b, t]`` is the t-th input item, ``targets[b, t]`` the item that follows it."""
 
-    items: torch.Tensor    # [B, L] long
+    items: torch.Tensor  # [B, L] long
     targets: torch.Tensor  # [B, L] long, PADDING_ID at padding
-    mask: torch.Tensor     # [B, L] bool, True at real positions
-    index: torch.Tensor    # [B] long, row of each sequence in the source list
+    mask: torch.Tensor  # [B, L] bool, True at real positions
+    index: torch.Tensor  # [B] long, row of each sequence in the source list
 
     @property
     def num_tokens(self) -> int:
         return int(self.mask.sum())
 
     def to(self, device) -> "SequenceBatch":
-        return SequenceBatch(self.items.to(device), self.targets.to(device),
-                             self.mask.to(device), self.index.to(device))
+        return SequenceBatch(
+            self.items.to(device),
+            self.targets.to(device),
+            self.mask.to(device),
+            self.index.to(device),
+        )
 
 
 def pad_right(sequences: list[np.ndarray], max_length: int) -> torch.Tensor:
@@ -56,12 +60,20 @@ class TrainingBatches:
     the batches of longest sequences without shrinking the others.
     """
 
-    def __init__(self, train_sequences: list[np.ndarray], batch_size: int, max_length: int,
-                 seed: int = 0, shuffle: bool = True, pool_batches: int = 50,
-                 max_tokens: int = 0):
+    def __init__(
+        self,
+        train_sequences: list[np.ndarray],
+        batch_size: int,
+        max_length: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        pool_batches: int = 50,
+        max_tokens: int = 0,
+    ):
         # A sequence of one item has no next item to predict.
-        self.rows = np.array([i for i, s in enumerate(train_sequences) if len(s) >= 2],
-                             dtype=np.int64)
+        self.rows = np.array(
+            [i for i, s in enumerate(train_sequences) if len(s) >= 2], dtype=np.int64
+        )
         self.sequences = train_sequences
         self.batch_size = batch_size
         self.max_length = max_length
@@ -72,12 +84,17 @@ class TrainingBatches:
         self.epoch = 0
         self._num_batches = len(self._order())
 
-
     @classmethod
     def for_training(cls, train_sequences: list[np.ndarray], config) -> "TrainingBatches":
         """The batches training uses under ``config`` (a :class:`sigma_pyro.config.Config`)."""
-        return cls(train_sequences, config.train.batch_size, config.model.max_seq_length,
-                   seed=config.train.seed, max_tokens=config.train.max_batch_tokens)
+        return cls(
+            train_sequences,
+            config.train.batch_size,
+            config.model.max_seq_length,
+            seed=config.train.seed,
+            max_tokens=config.train.max_batch_tokens,
+        )
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
@@ -87,7 +104,7 @@ class TrainingBatches:
 
     def _split(self, rows: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
         if self.max_tokens <= 0:
-            return [rows[i: i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
+            return [rows[i : i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
         batches, start, tokens = [], 0, 0
         for i, length in enumerate(lengths):
             if i > start and (i - start == self.batch_size or tokens + length > self.max_tokens):
@@ -100,8 +117,9 @@ class TrainingBatches:
 
     def _order(self) -> list[np.ndarray]:
         rows = self.rows
-        lengths = np.array([min(len(self.sequences[r]) - 1, self.max_length) for r in rows],
-                           dtype=np.int64)
+        lengths = np.array(
+            [min(len(self.sequences[r]) - 1, self.max_length) for r in rows], dtype=np.int64
+        )
         if not self.shuffle:
             return self._split(rows, lengths)
         rng = np.random.default_rng([self.seed, self.epoch])
@@ -109,9 +127,11 @@ class TrainingBatches:
         rows, lengths = rows[order], lengths[order]
         batches = []
         for start in range(0, len(rows), self.pool):
-            by_length = np.argsort(lengths[start: start + self.pool], kind="stable")
-            batches += self._split(rows[start: start + self.pool][by_length],
-                                   lengths[start: start + self.pool][by_length])
+            by_length = np.argsort(lengths[start : start + self.pool], kind="stable")
+            batches += self._split(
+                rows[start : start + self.pool][by_length],
+                lengths[start : start + self.pool][by_length],
+            )
         return [batches[i] for i in rng.permutation(len(batches))]
 
     def __iter__(self):

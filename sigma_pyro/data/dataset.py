@@ -67,8 +67,13 @@ class LeaveOneOutSplit:
 class SequenceDataset:
     """Users' chronological sequences in internal ids, with the raw-id maps."""
 
-    def __init__(self, users: list[str], sequences: list[np.ndarray], items: ItemVocabulary,
-                 source: str = "<memory>"):
+    def __init__(
+        self,
+        users: list[str],
+        sequences: list[np.ndarray],
+        items: ItemVocabulary,
+        source: str = "<memory>",
+    ):
         self.users = users
         self.sequences = sequences
         self.items = items
@@ -76,13 +81,19 @@ class SequenceDataset:
         self._user_index = {u: i for i, u in enumerate(users)}
 
     @classmethod
-    def from_interactions(cls, interactions: Interactions,
-                          items: ItemVocabulary | None = None) -> tuple["SequenceDataset", dict]:
+    def from_interactions(
+        cls, interactions: Interactions, items: ItemVocabulary | None = None
+    ) -> tuple["SequenceDataset", dict]:
         """Encode raw sequences. With a given vocabulary (a trained model's), items it has
         never seen are dropped and counted instead of being mis-mapped; the report says how
         many histories were affected."""
-        report = {"users": interactions.num_users, "unknown_items": 0, "users_changed": 0,
-                  "users_dropped": 0, "users_too_short": 0}
+        report = {
+            "users": interactions.num_users,
+            "unknown_items": 0,
+            "users_changed": 0,
+            "users_dropped": 0,
+            "users_too_short": 0,
+        }
         if items is None:
             items = ItemVocabulary.from_sequences(interactions.sequences.values())
         users, sequences = [], []
@@ -122,11 +133,14 @@ class SequenceDataset:
         seqs = [s for s in self.sequences if len(s) >= 3]
         if not skip_short and len(seqs) < len(self.sequences):
             short = next(u for u, s in zip(self.users, self.sequences) if len(s) < 3)
-            raise DataError(f"{self.source}: user {short!r} has fewer than 3 items; "
-                            "leave-one-out needs 3 (readers skip such users)")
+            raise DataError(
+                f"{self.source}: user {short!r} has fewer than 3 items; "
+                "leave-one-out needs 3 (readers skip such users)"
+            )
         if not seqs:
-            raise DataError(f"{self.source}: no user has at least 3 (known) items; "
-                            "leave-one-out needs 3")
+            raise DataError(
+                f"{self.source}: no user has at least 3 (known) items; leave-one-out needs 3"
+            )
         return LeaveOneOutSplit(
             train=[s[:-2] for s in seqs],
             valid_history=[s[:-2] for s in seqs],

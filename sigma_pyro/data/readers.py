@@ -85,7 +85,9 @@ def read_sequence_file(path, *, min_rating=None, kcore: int = 0) -> Interactions
         raise DataError(f"{name}: file is empty")
     notes: list[str] = []
     if kcore > 0:
-        users = np.repeat(np.array(list(sequences), dtype=object), [len(s) for s in sequences.values()])
+        users = np.repeat(
+            np.array(list(sequences), dtype=object), [len(s) for s in sequences.values()]
+        )
         items = [item for seq in sequences.values() for item in seq]
         frame = _kcore(pd.DataFrame({"user": users, "item": items}), kcore, name, notes)
         sequences = _frame_to_sequences(frame, time=None)
@@ -182,7 +184,11 @@ def read_table(
     # Parquet has no text lines, so positions are reported as data rows there. Text tables keep
     # each row's index from before blank lines were dropped; the header is line 1.
     def where(position: int) -> str:
-        return f"{name}: row {position + 1}" if is_parquet else f"{name}:{int(frame.index[position]) + 2}"
+        return (
+            f"{name}: row {position + 1}"
+            if is_parquet
+            else f"{name}:{int(frame.index[position]) + 2}"
+        )
 
     if min_rating is not None and rating_col is None:
         if "rating" not in frame.columns:
@@ -191,7 +197,12 @@ def read_table(
                 f"(available columns: {_column_list(frame)})"
             )
         rating_col = "rating"
-    wanted = {"user_col": user_col, "item_col": item_col, "time_col": time_col, "rating_col": rating_col}
+    wanted = {
+        "user_col": user_col,
+        "item_col": item_col,
+        "time_col": time_col,
+        "rating_col": rating_col,
+    }
     for option, column in wanted.items():
         if column is not None and column not in frame.columns:
             hint = "; pass time_col=None to keep file order" if option == "time_col" else ""
@@ -224,7 +235,9 @@ def load_interactions(path, format: str | None = None, **table_options) -> Inter
     ``kcore`` apply to every format, the column options only to tables.
     """
     if format is not None and format not in FORMATS:
-        raise ConfigError(f"--format {format!r}: unknown format; choose one of {', '.join(FORMATS)}")
+        raise ConfigError(
+            f"--format {format!r}: unknown format; choose one of {', '.join(FORMATS)}"
+        )
     path = Path(path)
     _check_file(path)
     if format is None:
@@ -248,7 +261,9 @@ def load_interactions(path, format: str | None = None, **table_options) -> Inter
 
 
 def _check_options(min_rating, kcore) -> None:
-    if min_rating is not None and (isinstance(min_rating, bool) or not isinstance(min_rating, Real)):
+    if min_rating is not None and (
+        isinstance(min_rating, bool) or not isinstance(min_rating, Real)
+    ):
         raise ConfigError(f"min_rating must be a number, got {min_rating!r}")
     if isinstance(kcore, bool) or not isinstance(kcore, (int, np.integer)) or kcore < 0:
         raise ConfigError(f"kcore must be an integer >= 0, got {kcore!r}")
@@ -271,7 +286,9 @@ def _reject_table_only_options(options: dict, format: str) -> None:
         if key not in defaults:
             raise TypeError(f"load_interactions() got an unexpected keyword argument {key!r}")
         if value != defaults[key].default:
-            raise ConfigError(f"option {key}={value!r} only applies to --format table, not {format}")
+            raise ConfigError(
+                f"option {key}={value!r} only applies to --format table, not {format}"
+            )
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -297,7 +314,9 @@ def _read_lines(path: Path) -> list[str]:
 
 def _decode_error_message(name: str, data: bytes, exc: UnicodeDecodeError) -> str:
     line = data.count(b"\n", 0, exc.start) + 1
-    return f"{name}:{line}: not valid UTF-8 (byte 0x{data[exc.start]:02x}); convert the file to UTF-8"
+    return (
+        f"{name}:{line}: not valid UTF-8 (byte 0x{data[exc.start]:02x}); convert the file to UTF-8"
+    )
 
 
 def _parse_floats(values: list[str], linenos: list[int], name: str, column: str) -> np.ndarray:
@@ -321,7 +340,9 @@ def _float_or_nan(value: str) -> float:
         return float("nan")
 
 
-def _from_frame(frame: pd.DataFrame, name: str, *, min_rating, kcore: int, time: str | None) -> Interactions:
+def _from_frame(
+    frame: pd.DataFrame, name: str, *, min_rating, kcore: int, time: str | None
+) -> Interactions:
     """Filter a ``user``/``item`` (+ ``rating``, ``time``) frame in file order and build sequences."""
     notes: list[str] = []
     if min_rating is not None:
@@ -428,7 +449,9 @@ def _pick_inter_field(columns: list[str], suffix: str, name: str, lineno: int) -
         return matches[0]
     if matches:
         found = ", ".join(columns[i] for i in matches)
-        raise DataError(f"{name}:{lineno}: several header fields could be {suffix} ({found}); name one '{suffix}'")
+        raise DataError(
+            f"{name}:{lineno}: several header fields could be {suffix} ({found}); name one '{suffix}'"
+        )
     raise DataError(f"{name}:{lineno}: no {suffix} field in header (fields: {', '.join(columns)})")
 
 
@@ -462,11 +485,17 @@ def _read_csv(path: Path, name: str, sep: str | None) -> pd.DataFrame:
     if not isinstance(frame.index, pd.RangeIndex):
         # pandas silently turns extra leading fields into an index, shifting every column.
         width = len(frame.columns)
-        raise DataError(f"{name}:2: expected {width} fields like the header, got "
-                        f"{width + frame.index.nlevels}")
+        raise DataError(
+            f"{name}:2: expected {width} fields like the header, got {width + frame.index.nlevels}"
+        )
     # pandas renames a repeated header name to 'name.1', which would hide the mistake.
-    header = pd.read_csv(path, sep=sep, dtype=str, na_filter=False, skip_blank_lines=False,
-                         header=None, nrows=1).iloc[0].tolist()
+    header = (
+        pd.read_csv(
+            path, sep=sep, dtype=str, na_filter=False, skip_blank_lines=False, header=None, nrows=1
+        )
+        .iloc[0]
+        .tolist()
+    )
     repeated = [column for column in header if header.count(column) > 1]
     if repeated:
         raise DataError(f"{name}:1: header column {repeated[0]!r} appears more than once")
@@ -478,7 +507,9 @@ def _read_parquet(path: Path, name: str) -> pd.DataFrame:
         import pyarrow
         import pyarrow.parquet as pq
     except ImportError:
-        raise DataError(f"{name}: reading Parquet needs pyarrow (pip install 'sigma-pyro[parquet]')") from None
+        raise DataError(
+            f"{name}: reading Parquet needs pyarrow (pip install 'sigma-pyro[parquet]')"
+        ) from None
     try:
         with pq.ParquetFile(path) as file:
             columns = file.schema_arrow.names
@@ -525,7 +556,9 @@ def _fail_on_missing(parsed: pd.Series, raw: pd.Series, column: str, where, expe
     bad = np.flatnonzero(parsed.isna().to_numpy())
     if bad.size:
         position = int(bad[0])
-        raise DataError(f"{where(position)}: column {column!r}: expected {expected}, got {raw.iloc[position]!r}")
+        raise DataError(
+            f"{where(position)}: column {column!r}: expected {expected}, got {raw.iloc[position]!r}"
+        )
 
 
 def _id_column(column: pd.Series, label: str, where) -> np.ndarray:
@@ -556,6 +589,8 @@ def _time_column(column: pd.Series, name: str, label: str, where) -> np.ndarray:
                 # The default parser guesses one format from the first value; retry per value.
                 stamps = pd.to_datetime(column, errors="coerce", utc=True, format="mixed")
     except (ValueError, TypeError, OverflowError) as exc:
-        raise DataError(f"{name}: column {label!r}: cannot parse timestamps: {_first_line(exc)}") from None
+        raise DataError(
+            f"{name}: column {label!r}: cannot parse timestamps: {_first_line(exc)}"
+        ) from None
     _fail_on_missing(stamps, column, label, where, "a number or a date/time")
     return ((stamps - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)).to_numpy(dtype=float)

@@ -58,17 +58,27 @@ class SyntheticConfig:
             value = getattr(self, f.name)
             if isinstance(f.default, int):
                 if isinstance(value, bool) or not isinstance(value, Integral):
-                    raise ConfigError(f"SyntheticConfig.{f.name}: expected an integer, got {value!r}")
+                    raise ConfigError(
+                        f"SyntheticConfig.{f.name}: expected an integer, got {value!r}"
+                    )
             elif isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
-                raise ConfigError(f"SyntheticConfig.{f.name}: expected a finite number, got {value!r}")
+                raise ConfigError(
+                    f"SyntheticConfig.{f.name}: expected a finite number, got {value!r}"
+                )
 
         def require(ok: bool, name: str, rule: str) -> None:
             if not ok:
-                raise ConfigError(f"SyntheticConfig.{name}: must be {rule}, got {getattr(self, name)!r}")
+                raise ConfigError(
+                    f"SyntheticConfig.{name}: must be {rule}, got {getattr(self, name)!r}"
+                )
 
         require(self.num_users >= 1, "num_users", ">= 1")
         require(self.num_categories >= 1, "num_categories", ">= 1")
-        require(self.num_items >= self.num_categories, "num_items", f">= num_categories ({self.num_categories})")
+        require(
+            self.num_items >= self.num_categories,
+            "num_items",
+            f">= num_categories ({self.num_categories})",
+        )
         require(self.min_interests >= 1, "min_interests", ">= 1")
         require(
             self.min_interests <= self.max_interests <= self.num_categories,
@@ -122,7 +132,7 @@ class _Process:
         for cat in range(c):
             start, size = self.starts[cat], self.sizes[cat]
             ranks = rng.permutation(size) + 1.0
-            weights = ranks ** -config.zipf_exponent
+            weights = ranks**-config.zipf_exponent
             self.popularity[start : start + size] = weights / weights.sum()
             for local in range(size):
                 # Draw among the other items of the category, then skip over the item itself.
@@ -222,12 +232,16 @@ class SyntheticData:
         state = self._state_after(user_index, prefix)
         return self._process.distribution(state)[self._process.internal_of_raw]
 
-    def sample_next_item(self, user_index: int, prefix: Sequence[str | int], rng: np.random.Generator) -> int:
+    def sample_next_item(
+        self, user_index: int, prefix: Sequence[str | int], rng: np.random.Generator
+    ) -> int:
         """Draw the next item after ``prefix`` with the generator's own sampling code."""
         state = self._state_after(user_index, prefix)
         return int(self._process.raw_of_internal[self._process.draw(state, rng)])
 
-    def bayes_optimal_metrics(self, ks: Sequence[int] = (5, 10, 20, 40), split: str = "test") -> dict[str, float]:
+    def bayes_optimal_metrics(
+        self, ks: Sequence[int] = (5, 10, 20, 40), split: str = "test"
+    ) -> dict[str, float]:
         """Expected Recall@K and NDCG@K of an oracle ranking unseen items by the true law.
 
         With leave-one-out the held-out item is the last one (``test``) or the one before
@@ -240,7 +254,10 @@ class SyntheticData:
         held_out = 1 if split == "test" else 2
         users = list(self.interactions.sequences.values())
         probabilities = np.stack(
-            [self._process.distribution(self._state_after(u, seq[:-held_out])) for u, seq in enumerate(users)]
+            [
+                self._process.distribution(self._state_after(u, seq[:-held_out]))
+                for u, seq in enumerate(users)
+            ]
         )
         depth = min(max(ks), self.config.num_items)
         # Only the sorted probabilities matter: ties can be broken either way without changing

@@ -30,18 +30,23 @@ PIT_BINS = 10
 
 @dataclass
 class UserCalibration:
-    rank: np.ndarray            # [U] 0-based rank of the held-out item (pessimistic ties)
-    pit: np.ndarray             # [U] randomised PIT value in [0, 1]
-    expected_hits: np.ndarray   # [U, len(ks)] predictive mass of the top-K items
-    hits: np.ndarray            # [U, len(ks)] held-out item ranked in the top K
+    rank: np.ndarray  # [U] 0-based rank of the held-out item (pessimistic ties)
+    pit: np.ndarray  # [U] randomised PIT value in [0, 1]
+    expected_hits: np.ndarray  # [U, len(ks)] predictive mass of the top-K items
+    hits: np.ndarray  # [U, len(ks)] held-out item ranked in the top K
     ks: tuple[int, ...]
     num_items: int
 
     @classmethod
     def concatenate(cls, parts: list["UserCalibration"]) -> "UserCalibration":
-        return cls(*(np.concatenate([getattr(p, f) for p in parts])
-                     for f in ("rank", "pit", "expected_hits", "hits")),
-                   parts[0].ks, parts[0].num_items)
+        return cls(
+            *(
+                np.concatenate([getattr(p, f) for p in parts])
+                for f in ("rank", "pit", "expected_hits", "hits")
+            ),
+            parts[0].ks,
+            parts[0].num_items,
+        )
 
     @property
     def normalised_rank(self) -> np.ndarray:
@@ -49,27 +54,40 @@ class UserCalibration:
 
 
 @torch.no_grad()
-def score_users(log_predictive: torch.Tensor, targets: torch.Tensor, histories: torch.Tensor,
-                ks: tuple[int, ...], mask_history: bool, noise: torch.Tensor) -> UserCalibration:
+def score_users(
+    log_predictive: torch.Tensor,
+    targets: torch.Tensor,
+    histories: torch.Tensor,
+    ks: tuple[int, ...],
+    mask_history: bool,
+    noise: torch.Tensor,
+) -> UserCalibration:
     """``log_predictive`` [U, N] over internal items 1..N, ``targets`` [U] internal ids,
     ``histories`` [U, H] 0-padded, ``noise`` [U] uniform draws for the randomised PIT."""
     num_items = log_predictive.shape[1]
     log_predictive = log_predictive.double()
 
     def scorer(start: int, stop: int) -> torch.Tensor:
-        return log_predictive[:, start - 1: stop - 1]
+        return log_predictive[:, start - 1 : stop - 1]
 
-    rank = target_ranks(scorer, targets, histories, num_items, item_chunk_size=num_items,
-                        mask_history=mask_history)
+    rank = target_ranks(
+        scorer, targets, histories, num_items, item_chunk_size=num_items, mask_history=mask_history
+    )
     best, _ = top_k(scorer, num_items, max(ks), num_items, histories if mask_history else None)
-    mass = best.exp().cumsum(dim=1)          # masked items score -inf: no mass
+    mass = best.exp().cumsum(dim=1)  # masked items score -inf: no mass
     columns = [min(k, num_items) - 1 for k in ks]
     probs = log_predictive.exp()
     target_prob = probs.gather(1, (targets - 1).unsqueeze(1))
     above = (probs * (probs > target_prob)).sum(dim=1)
     pit = above + noise.double() * target_prob.squeeze(1)
-    return UserCalibration(rank.numpy(), pit.clamp(0, 1).numpy(), mass[:, columns].numpy(),
-                           (rank.unsqueeze(1) < torch.tensor(ks)).numpy(), tuple(ks), num_items)
+    return UserCalibration(
+        rank.numpy(),
+        pit.clamp(0, 1).numpy(),
+        mass[:, columns].numpy(),
+        (rank.unsqueeze(1) < torch.tensor(ks)).numpy(),
+        tuple(ks),
+        num_items,
+    )
 
 
 def summarise(calibration: UserCalibration) -> dict:
@@ -83,10 +101,17 @@ def summarise(calibration: UserCalibration) -> dict:
     rows = []
     for k, e, o, s in zip(calibration.ks, expected, observed, se):
         z = (o - e) / s if s > 0 else math.inf * np.sign(o - e)
-        verdict = ("consistent" if abs(z) <= 2 else
-                   "overconfident" if o < e else "underconfident")
-        rows.append({"k": k, "expected": float(e), "observed": float(o), "se": float(s),
-                     "z": float(z), "verdict": verdict})
+        verdict = "consistent" if abs(z) <= 2 else "overconfident" if o < e else "underconfident"
+        rows.append(
+            {
+                "k": k,
+                "expected": float(e),
+                "observed": float(o),
+                "se": float(s),
+                "z": float(z),
+                "verdict": verdict,
+            }
+        )
     counts, _ = np.histogram(calibration.pit, bins=PIT_BINS, range=(0.0, 1.0))
     return {
         "hit_rates": rows,

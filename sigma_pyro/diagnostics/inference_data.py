@@ -29,18 +29,26 @@ def _draw_major(arrays: list[np.ndarray]) -> np.ndarray:
     return np.stack([np.swapaxes(a, 0, 1) for a in arrays])
 
 
-def build_inference_data(draws: list, psis: list, user_ids: list[str], held_out: np.ndarray,
-                         attrs: dict) -> az.InferenceData:
+def build_inference_data(
+    draws: list, psis: list, user_ids: list[str], held_out: np.ndarray, attrs: dict
+) -> az.InferenceData:
     first = draws[0]
     samples = first.z.shape[1]
     coords = {"user": list(user_ids), "latent": np.arange(first.latent_dim)}
-    dims = {"z": ["user", "latent"], "next_item": ["user"], "lp": ["user"], "log_q": ["user"],
-            "log_weight": ["user"], "kl_last": ["user"]}
+    dims = {
+        "z": ["user", "latent"],
+        "next_item": ["user"],
+        "lp": ["user"],
+        "log_q": ["user"],
+        "log_weight": ["user"],
+        "kl_last": ["user"],
+    }
     posterior = {"z": _draw_major([d.z for d in draws])}
     if first.mixture_weights is not None:
         coords["interest"] = np.arange(first.mixture_weights.shape[1])
         posterior["mixture_weights"] = _draw_major(
-            [np.repeat(d.mixture_weights[:, None], samples, axis=1) for d in draws])
+            [np.repeat(d.mixture_weights[:, None], samples, axis=1) for d in draws]
+        )
         posterior["responsibility"] = _draw_major([d.responsibility for d in draws])
         dims["mixture_weights"] = dims["responsibility"] = ["user", "interest"]
     idata = az.from_dict(
@@ -48,28 +56,44 @@ def build_inference_data(draws: list, psis: list, user_ids: list[str], held_out:
         posterior_predictive={"next_item": _draw_major([d.predicted for d in draws])},
         log_likelihood={"next_item": _draw_major([d.heldout_loglik for d in draws])},
         observed_data={"next_item": np.asarray(held_out)},
-        sample_stats={"lp": _draw_major([d.log_joint for d in draws]),
-                      "log_q": _draw_major([d.log_guide for d in draws]),
-                      "log_weight": _draw_major([d.log_weight for d in draws]),
-                      "kl_last": _draw_major([d.kl_last for d in draws])},
-        coords=coords, dims=dims, attrs=attrs)
+        sample_stats={
+            "lp": _draw_major([d.log_joint for d in draws]),
+            "log_q": _draw_major([d.log_guide for d in draws]),
+            "log_weight": _draw_major([d.log_weight for d in draws]),
+            "kl_last": _draw_major([d.kl_last for d in draws]),
+        },
+        coords=coords,
+        dims=dims,
+        attrs=attrs,
+    )
 
     per_user = {
-        "khat": [p.khat for p in psis], "khat_history": [p.khat_history for p in psis],
+        "khat": [p.khat for p in psis],
+        "khat_history": [p.khat_history for p in psis],
         "loglik_plain": [p.loglik_plain for p in psis],
         "loglik_guide": [p.loglik_guide for p in psis],
         "loglik_psis": [p.loglik_psis for p in psis],
         "kl_per_dim": [d.kl_last.mean(axis=1) / d.latent_dim for d in draws],
-        "rank": [d.calibration.rank for d in draws], "pit": [d.calibration.pit for d in draws],
+        "rank": [d.calibration.rank for d in draws],
+        "pit": [d.calibration.pit for d in draws],
     }
     variables = {name: (("chain", "user"), np.stack(values)) for name, values in per_user.items()}
     if first.component_scale is not None:
-        variables["component_scale"] = (("chain", "user", "interest"),
-                                        np.stack([d.component_scale for d in draws]))
-        variables["component_separation"] = (("chain", "user"),
-                                             np.stack([d.component_separation for d in draws]))
-    extra = xr.Dataset(variables, coords={"chain": np.arange(len(draws)), **{
-        k: v for k, v in coords.items() if k in ("user", "interest")}})
+        variables["component_scale"] = (
+            ("chain", "user", "interest"),
+            np.stack([d.component_scale for d in draws]),
+        )
+        variables["component_separation"] = (
+            ("chain", "user"),
+            np.stack([d.component_separation for d in draws]),
+        )
+    extra = xr.Dataset(
+        variables,
+        coords={
+            "chain": np.arange(len(draws)),
+            **{k: v for k, v in coords.items() if k in ("user", "interest")},
+        },
+    )
     with warnings.catch_warnings():
         # "user_diagnostics" is not one of ArviZ's schema groups; it round-trips all the same.
         warnings.simplefilter("ignore", UserWarning)
@@ -85,12 +109,15 @@ def build_run_data(draws: list, chain_names: list[str]) -> az.InferenceData:
         "kl_per_dim": [d.kl_last.mean(axis=0) / d.latent_dim for d in draws],
     }
     if draws[0].responsibility is not None:
-        shares = [d.responsibility.mean(axis=0) for d in draws]            # [S, K]
+        shares = [d.responsibility.mean(axis=0) for d in draws]  # [S, K]
         quantities["effective_components"] = [
-            np.array([effective_components(row) for row in s]) for s in shares]
+            np.array([effective_components(row) for row in s]) for s in shares
+        ]
         quantities["largest_component_share"] = [s.max(axis=1) for s in shares]
-    return az.from_dict(posterior={k: np.stack(v) for k, v in quantities.items()},
-                        attrs={"chains": "; ".join(chain_names)})
+    return az.from_dict(
+        posterior={k: np.stack(v) for k, v in quantities.items()},
+        attrs={"chains": "; ".join(chain_names)},
+    )
 
 
 def run_summary(runs: az.InferenceData):

@@ -29,15 +29,15 @@ UNIFORM_SHARE = 0.9
 
 @dataclass
 class MixtureHealth:
-    kl_per_dim: np.ndarray                  # [U] MC KL(q || p) at the last position / D
-    mean_weight: np.ndarray | None = None   # [K] average prior weight over users
-    users_using: np.ndarray | None = None   # [K] users with prior weight > threshold
+    kl_per_dim: np.ndarray  # [U] MC KL(q || p) at the last position / D
+    mean_weight: np.ndarray | None = None  # [K] average prior weight over users
+    users_using: np.ndarray | None = None  # [K] users with prior weight > threshold
     mean_responsibility: np.ndarray | None = None  # [K]
-    users_occupying: np.ndarray | None = None      # [K] ... responsibility > threshold
-    mean_scale: np.ndarray | None = None    # [K] mean component scale over users
-    separation: np.ndarray | None = None    # [U] see ModelDraws.component_separation
+    users_occupying: np.ndarray | None = None  # [K] ... responsibility > threshold
+    mean_scale: np.ndarray | None = None  # [K] mean component scale over users
+    separation: np.ndarray | None = None  # [U] see ModelDraws.component_separation
     weight_components: np.ndarray | None = None  # [U] effective number of prior weights
-    user_specific: bool = False             # weights differ between users (not gmm, vamp)
+    user_specific: bool = False  # weights differ between users (not gmm, vamp)
     threshold: float = USE_THRESHOLD
 
     @property
@@ -59,7 +59,8 @@ class MixtureHealth:
     @property
     def uniform_weights(self) -> bool:
         return self.user_specific and float(np.median(self.weight_components)) > (
-            UNIFORM_SHARE * len(self.mean_weight))
+            UNIFORM_SHARE * len(self.mean_weight)
+        )
 
     @property
     def collapse_share(self) -> float:
@@ -70,17 +71,23 @@ class MixtureHealth:
         return self.collapse_share > 0.5
 
     def summary(self) -> dict:
-        out = {"kl_per_dim_median": float(np.median(self.kl_per_dim)),
-               "collapse_share": self.collapse_share,
-               "posterior_collapse": self.posterior_collapse}
+        out = {
+            "kl_per_dim_median": float(np.median(self.kl_per_dim)),
+            "collapse_share": self.collapse_share,
+            "posterior_collapse": self.posterior_collapse,
+        }
         if self.is_mixture:
-            out.update(components=len(self.mean_weight), use_threshold=self.threshold,
-                       collapsed=self.collapsed,
-                       unoccupied=self.unoccupied,
-                       effective_components=effective_components(self.mean_responsibility),
-                       separation_median=float(np.median(self.separation)),
-                       weight_components_median=float(np.median(self.weight_components)),
-                       overlapping=self.overlapping, uniform_weights=self.uniform_weights)
+            out.update(
+                components=len(self.mean_weight),
+                use_threshold=self.threshold,
+                collapsed=self.collapsed,
+                unoccupied=self.unoccupied,
+                effective_components=effective_components(self.mean_responsibility),
+                separation_median=float(np.median(self.separation)),
+                weight_components_median=float(np.median(self.weight_components)),
+                overlapping=self.overlapping,
+                uniform_weights=self.uniform_weights,
+            )
         return out
 
 
@@ -96,7 +103,7 @@ def mixture_health(draws) -> MixtureHealth:
     health = MixtureHealth(kl_per_dim=draws.kl_last.mean(axis=1) / draws.latent_dim)
     if draws.mixture_weights is None:
         return health
-    responsibility = draws.responsibility.mean(axis=1)                      # [U, K]
+    responsibility = draws.responsibility.mean(axis=1)  # [U, K]
     weights = draws.mixture_weights
     health.threshold = min(USE_THRESHOLD, 0.5 / weights.shape[1])
     health.mean_weight = weights.mean(axis=0)

@@ -13,8 +13,7 @@ from sigma_pyro.api import SigmaRecommender
 from sigma_pyro.diagnostics import plots, report
 from sigma_pyro.diagnostics.calibration import KS, summarise
 from sigma_pyro.diagnostics.draws import draw_posterior
-from sigma_pyro.diagnostics.inference_data import (build_inference_data, build_run_data,
-                                                   run_summary)
+from sigma_pyro.diagnostics.inference_data import build_inference_data, build_run_data, run_summary
 from sigma_pyro.diagnostics.mixture import MixtureHealth, mixture_health
 from sigma_pyro.diagnostics.outputs import OUTPUTS
 from sigma_pyro.diagnostics.psis import PsisResult, pareto_diagnostic
@@ -24,25 +23,23 @@ from sigma_pyro.errors import CheckpointError, ConfigError
 MIN_SAMPLES = 21
 
 
-
 @dataclass
 class DiagnosticsResult:
     out_dir: Path
     inference_data: az.InferenceData
     runs: az.InferenceData
     runs_table: pd.DataFrame
-    psis: PsisResult                     # of the first model
-    mixture: MixtureHealth               # of the first model
-    calibration: dict                    # of the first model
-    summary: dict                        # the headline numbers of the report
+    psis: PsisResult  # of the first model
+    mixture: MixtureHealth  # of the first model
+    calibration: dict  # of the first model
+    summary: dict  # the headline numbers of the report
     files: dict[str, Path] = field(default_factory=dict)
 
 
 def _recommender(source) -> SigmaRecommender:
     rec = source if isinstance(source, SigmaRecommender) else SigmaRecommender.load(source)
     if rec.module is None:
-        raise CheckpointError("no model to diagnose: fit() the recommender or pass a model "
-                              "folder")
+        raise CheckpointError("no model to diagnose: fit() the recommender or pass a model folder")
     if rec.dataset is None or not rec.dataset.sequences:
         rec.load_data()
     return rec
@@ -50,18 +47,29 @@ def _recommender(source) -> SigmaRecommender:
 
 def _check_compatible(first: SigmaRecommender, other: SigmaRecommender, where) -> None:
     if other.dataset.items.raw_ids != first.dataset.items.raw_ids:
-        raise ConfigError(f"{where}: its item vocabulary differs from the first model's; "
-                          f"seed models must be trained on the same data")
+        raise ConfigError(
+            f"{where}: its item vocabulary differs from the first model's; "
+            f"seed models must be trained on the same data"
+        )
     a, b = first.config.model, other.config.model
     for name in ("prior", "hidden_size", "num_interests", "pseudo_inputs"):
         if getattr(a, name) != getattr(b, name):
-            raise ConfigError(f"{where}: {name} is {getattr(b, name)!r}, the first model's is "
-                              f"{getattr(a, name)!r}; seed models must share the architecture")
+            raise ConfigError(
+                f"{where}: {name} is {getattr(b, name)!r}, the first model's is "
+                f"{getattr(a, name)!r}; seed models must share the architecture"
+            )
 
 
-def diagnose(recommender_or_model_dir, out_dir, num_users: int = 500, num_samples: int = 100,
-             seed: int = 0, extra_models=(), log=None,
-             name: str | None = None) -> DiagnosticsResult:
+def diagnose(
+    recommender_or_model_dir,
+    out_dir,
+    num_users: int = 500,
+    num_samples: int = 100,
+    seed: int = 0,
+    extra_models=(),
+    log=None,
+    name: str | None = None,
+) -> DiagnosticsResult:
     """Posterior diagnostics of a trained model on a seeded sample of test users; with
     ``extra_models`` (folders of independently trained seeds) each model is one chain.
     ``log`` receives progress lines; ``name`` labels the first model in the report (by
@@ -71,8 +79,10 @@ def diagnose(recommender_or_model_dir, out_dir, num_users: int = 500, num_sample
     if num_users < 1:
         raise ConfigError(f"--users must be at least 1, got {num_users}")
     if num_samples < MIN_SAMPLES:
-        raise ConfigError(f"--samples must be at least {MIN_SAMPLES} (PSIS fits a Pareto tail "
-                          f"to the largest fifth of the draws), got {num_samples}")
+        raise ConfigError(
+            f"--samples must be at least {MIN_SAMPLES} (PSIS fits a Pareto tail "
+            f"to the largest fifth of the draws), got {num_samples}"
+        )
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is not a folder")
@@ -80,32 +90,51 @@ def diagnose(recommender_or_model_dir, out_dir, num_users: int = 500, num_sample
     rec = _recommender(recommender_or_model_dir)
     if not rec.module.prior.stochastic:
         label = name or str(recommender_or_model_dir)
-        raise ConfigError(f"{label}: trained with --prior deterministic, which has no posterior "
-                          f"over z to diagnose")
+        raise ConfigError(
+            f"{label}: trained with --prior deterministic, which has no posterior "
+            f"over z to diagnose"
+        )
     models = [rec]
     for where in extra_models:
         other = SigmaRecommender.load(where)
         _check_compatible(rec, other, where)
         models.append(other)
-    chain_names = [name or ("the given model"
-                            if isinstance(recommender_or_model_dir, SigmaRecommender)
-                            else str(recommender_or_model_dir)), *map(str, extra_models)]
+    chain_names = [
+        name
+        or (
+            "the given model"
+            if isinstance(recommender_or_model_dir, SigmaRecommender)
+            else str(recommender_or_model_dir)
+        ),
+        *map(str, extra_models),
+    ]
 
     split = rec.split
     total = len(split.test_target)
-    chosen = np.sort(np.random.default_rng(seed).choice(total, min(num_users, total),
-                                                        replace=False))
+    chosen = np.sort(
+        np.random.default_rng(seed).choice(total, min(num_users, total), replace=False)
+    )
     sequences = [np.append(split.test_history[i], split.test_target[i]) for i in chosen]
     user_ids = [rec.dataset.users[i] for i in chosen]
     held_out = split.test_target[chosen]
 
     draws = []
     for chain, model in enumerate(models):
-        say(f"model {chain + 1}/{len(models)}: {num_samples} guide draws for "
-            f"{len(sequences)} users")
-        draws.append(draw_posterior(model.module, sequences, model.config.model.max_seq_length,
-                                    num_samples, seed + chain, KS,
-                                    model.config.eval.mask_history, log))
+        say(
+            f"model {chain + 1}/{len(models)}: {num_samples} guide draws for {len(sequences)} users"
+        )
+        draws.append(
+            draw_posterior(
+                model.module,
+                sequences,
+                model.config.model.max_seq_length,
+                num_samples,
+                seed + chain,
+                KS,
+                model.config.eval.mask_history,
+                log,
+            )
+        )
     psis = [pareto_diagnostic(d) for d in draws]
     first = draws[0]
     mixture = mixture_health(first)
@@ -113,44 +142,75 @@ def diagnose(recommender_or_model_dir, out_dir, num_users: int = 500, num_sample
 
     config = rec.config
     kl_weight = config.train.kl_cap
-    settings = {"users": len(sequences), "samples": num_samples, "seed": seed,
-                "prior": config.model.prior, "latent_dim": first.latent_dim,
-                "kl_weight": kl_weight}
-    idata = build_inference_data(draws, psis, user_ids, held_out, attrs={
-        **settings, "models": "; ".join(chain_names),
-        "item_ids": "internal ids 1..N; model.json items[id - 1] is the raw id"})
+    settings = {
+        "users": len(sequences),
+        "samples": num_samples,
+        "seed": seed,
+        "prior": config.model.prior,
+        "latent_dim": first.latent_dim,
+        "kl_weight": kl_weight,
+    }
+    idata = build_inference_data(
+        draws,
+        psis,
+        user_ids,
+        held_out,
+        attrs={
+            **settings,
+            "models": "; ".join(chain_names),
+            "item_ids": "internal ids 1..N; model.json items[id - 1] is the raw id",
+        },
+    )
     runs = build_run_data(draws, chain_names)
     runs_table = run_summary(runs)
-    seed_means = {name: runs.posterior[name].mean("draw").values.tolist()
-                  for name in runs.posterior.data_vars}
+    seed_means = {
+        name: runs.posterior[name].mean("draw").values.tolist() for name in runs.posterior.data_vars
+    }
 
     out.mkdir(parents=True, exist_ok=True)
     say(f"writing {out}")
     files = {"diagnostics.nc": out / "diagnostics.nc", "runs.nc": out / "runs.nc"}
     idata.to_netcdf(files["diagnostics.nc"])
     runs.to_netcdf(files["runs.nc"])
-    files["khat.png"] = plots.plot_khat(psis[0].khat, user_ids, psis[0].good_k,
-                                        out / "khat.png")
+    files["khat.png"] = plots.plot_khat(psis[0].khat, user_ids, psis[0].good_k, out / "khat.png")
     if mixture.is_mixture:
         files["forest_interests.png"] = plots.plot_forest_interests(
-            first, out / "forest_interests.png")
+            first, out / "forest_interests.png"
+        )
         files["mixture_weights.png"] = plots.plot_mixture_weights(
-            idata, out / "mixture_weights.png")
+            idata, out / "mixture_weights.png"
+        )
     files["predictive_rank.png"] = plots.plot_predictive_rank(
-        first.calibration, calibration, out / "predictive_rank.png")
+        first.calibration, calibration, out / "predictive_rank.png"
+    )
     files["report.md"] = out / "report.md"
 
-    spread = {"guide_scale": float(first.guide_scale.mean()),
-              "prior_scale": float(first.prior_scale.mean())}
+    spread = {
+        "guide_scale": float(first.guide_scale.mean()),
+        "prior_scale": float(first.prior_scale.mean()),
+    }
     psis_summary = psis[0].summary()
     text = report.render(
-        title=chain_names[0], settings=settings, psis=psis_summary, mixture=mixture,
-        calibration=calibration, spread=spread, runs_table=runs_table,
-        seed_means=seed_means, chain_names=chain_names,
-        files={name: OUTPUTS[name] for name in files})
+        title=chain_names[0],
+        settings=settings,
+        psis=psis_summary,
+        mixture=mixture,
+        calibration=calibration,
+        spread=spread,
+        runs_table=runs_table,
+        seed_means=seed_means,
+        chain_names=chain_names,
+        files={name: OUTPUTS[name] for name in files},
+    )
     files["report.md"].write_text(text, encoding="utf-8")
-    summary = {"settings": settings, "psis": psis_summary, "mixture": mixture.summary(),
-               "calibration": calibration, "spread": spread,
-               "seeds": {"r_hat": runs_table["r_hat"].to_dict(), "means": seed_means}}
-    return DiagnosticsResult(out, idata, runs, runs_table, psis[0], mixture, calibration,
-                             summary, files)
+    summary = {
+        "settings": settings,
+        "psis": psis_summary,
+        "mixture": mixture.summary(),
+        "calibration": calibration,
+        "spread": spread,
+        "seeds": {"r_hat": runs_table["r_hat"].to_dict(), "means": seed_means},
+    }
+    return DiagnosticsResult(
+        out, idata, runs, runs_table, psis[0], mixture, calibration, summary, files
+    )

@@ -26,11 +26,11 @@ from scipy.special import logsumexp
 
 @dataclass
 class PsisResult:
-    khat: np.ndarray             # [U] k-hat of the full-sequence weights
-    khat_history: np.ndarray     # [U] k-hat of the history weights behind loglik_psis
-    loglik_plain: np.ndarray     # [U] mean_s log p(y | z_s)
-    loglik_guide: np.ndarray     # [U] log mean_s p(y | z_s)
-    loglik_psis: np.ndarray      # [U] log sum_s w~_s p(y | z_s)
+    khat: np.ndarray  # [U] k-hat of the full-sequence weights
+    khat_history: np.ndarray  # [U] k-hat of the history weights behind loglik_psis
+    loglik_plain: np.ndarray  # [U] mean_s log p(y | z_s)
+    loglik_guide: np.ndarray  # [U] log mean_s p(y | z_s)
+    loglik_psis: np.ndarray  # [U] log sum_s w~_s p(y | z_s)
     num_samples: int
 
     @property
@@ -40,11 +40,15 @@ class PsisResult:
 
     def summary(self) -> dict:
         finite = np.isfinite(self.khat)
-        quantiles = np.quantile(self.khat[finite], [0.0, 0.25, 0.5, 0.75, 0.9, 1.0]) \
-            if finite.any() else np.full(6, np.nan)
+        quantiles = (
+            np.quantile(self.khat[finite], [0.0, 0.25, 0.5, 0.75, 0.9, 1.0])
+            if finite.any()
+            else np.full(6, np.nan)
+        )
         return {
-            "khat_quantiles": dict(zip(("min", "q25", "median", "q75", "q90", "max"),
-                                       map(float, quantiles))),
+            "khat_quantiles": dict(
+                zip(("min", "q25", "median", "q75", "q90", "max"), map(float, quantiles))
+            ),
             "share_above_0.5": float(np.mean(~(self.khat <= 0.5))),
             "share_above_0.7": float(np.mean(~(self.khat <= 0.7))),
             "good_k": self.good_k,
@@ -62,8 +66,10 @@ def pareto_diagnostic(draws) -> PsisResult:
     _, khat = az.psislw(draws.log_weight, reff=1.0)
     smoothed, khat_history = az.psislw(draws.log_weight - draws.heldout_terms, reff=1.0)
     return PsisResult(
-        khat=np.asarray(khat), khat_history=np.asarray(khat_history),
+        khat=np.asarray(khat),
+        khat_history=np.asarray(khat_history),
         loglik_plain=draws.heldout_loglik.mean(axis=1),
         loglik_guide=logsumexp(draws.heldout_loglik, axis=1) - math.log(samples),
         loglik_psis=logsumexp(smoothed + draws.heldout_loglik, axis=1),
-        num_samples=samples)
+        num_samples=samples,
+    )

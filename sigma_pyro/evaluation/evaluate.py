@@ -8,14 +8,24 @@ import torch
 from sigma_pyro.config import EvalConfig
 from sigma_pyro.data.batching import pad_right
 from sigma_pyro.evaluation.ranking import evaluate_ranking
-from sigma_pyro.evaluation.predict import InterestScorer, PosteriorScorer, last_position_representation
+from sigma_pyro.evaluation.predict import (
+    InterestScorer,
+    PosteriorScorer,
+    last_position_representation,
+)
 
 HEADS = ("next_item", "interests")
 
 
-def evaluate_module(module, histories: list[np.ndarray], targets: np.ndarray,
-                    config: EvalConfig, max_length: int, device="cpu",
-                    head: str = "next_item") -> dict:
+def evaluate_module(
+    module,
+    histories: list[np.ndarray],
+    targets: np.ndarray,
+    config: EvalConfig,
+    max_length: int,
+    device="cpu",
+    head: str = "next_item",
+) -> dict:
     """Recall@K, NDCG@K and MRR of ``targets`` given ``histories`` over the full catalog.
 
     ``head="interests"`` ranks with SIGMA's interest head alone (max over the user's
@@ -37,11 +47,18 @@ def evaluate_module(module, histories: list[np.ndarray], targets: np.ndarray,
         if head == "interests":
             return InterestScorer.for_histories(module, histories[users], max_length, device)
         representation = last_position_representation(
-            module, histories[users], max_length, device, config.posterior_samples)
+            module, histories[users], max_length, device, config.posterior_samples
+        )
         return PosteriorScorer(module, representation, config.item_chunk_size)
 
     with module.evaluating():
-        return evaluate_ranking(scorer, targets_tensor, full_histories, module.num_items,
-                                user_chunk_size=config.eval_batch_size,
-                                item_chunk_size=config.item_chunk_size,
-                                mask_history=config.mask_history, ks=config.ks)
+        return evaluate_ranking(
+            scorer,
+            targets_tensor,
+            full_histories,
+            module.num_items,
+            user_chunk_size=config.eval_batch_size,
+            item_chunk_size=config.item_chunk_size,
+            mask_history=config.mask_history,
+            ks=config.ks,
+        )

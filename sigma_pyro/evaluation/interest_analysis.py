@@ -58,16 +58,18 @@ def chance_nmi(a, b, repeats: int = 20, seed: int = 0) -> float:
     """Mean NMI of ``a`` against random permutations of ``b``: the level of no relation."""
     rng = np.random.default_rng(seed)
     b = np.asarray(b)
-    return float(np.mean([normalized_mutual_information(a, rng.permutation(b))
-                          for _ in range(repeats)]))
+    return float(
+        np.mean([normalized_mutual_information(a, rng.permutation(b)) for _ in range(repeats)])
+    )
 
 
 def _shared_mixture(module):
     """The prior's mixture over z when it is the same for every user (gmm, vamp), else None."""
     if module.prior.requires_interests or not module.prior.stochastic:
         return None
-    prior = module.prior(PriorInputs((1, 1), module.latent_dim, None,
-                                     module.item_embedding.weight.device, module))
+    prior = module.prior(
+        PriorInputs((1, 1), module.latent_dim, None, module.item_embedding.weight.device, module)
+    )
     return prior if hasattr(prior, "component_distribution") else None
 
 
@@ -97,8 +99,9 @@ def item_clusters(module) -> np.ndarray | None:
 
 
 @torch.no_grad()
-def user_clusters(module, histories: list[np.ndarray], max_length: int,
-                  batch_size: int = 1024) -> np.ndarray | None:
+def user_clusters(
+    module, histories: list[np.ndarray], max_length: int, batch_size: int = 1024
+) -> np.ndarray | None:
     """Cluster of each user after their history; None when the prior has no clusters."""
     device = module.item_embedding.weight.device
     out = []
@@ -107,7 +110,7 @@ def user_clusters(module, histories: list[np.ndarray], max_length: int,
         if module.interests is None and mixture is None:
             return None
         for start in range(0, len(histories), batch_size):
-            items = pad_right(histories[start: start + batch_size], max_length).to(device)
+            items = pad_right(histories[start : start + batch_size], max_length).to(device)
             mask = items != 0
             rows, last = torch.arange(items.shape[0], device=device), mask.sum(dim=1) - 1
             if module.interests is not None:
@@ -128,14 +131,16 @@ def synthetic_labels(dataset, synthetic) -> tuple[np.ndarray, np.ndarray]:
     return categories, synthetic.user_interest_weights[users].argmax(axis=1)
 
 
-def planted_recovery(module, dataset, synthetic, histories: list[np.ndarray],
-                     max_length: int) -> dict[str, float]:
+def planted_recovery(
+    module, dataset, synthetic, histories: list[np.ndarray], max_length: int
+) -> dict[str, float]:
     """NMI between learned and planted item categories and user interests, each with its
     chance level (NaN for a prior without clusters), and ``nmi_users_oracle``, the user NMI
     that the planted item categories themselves reach from the same histories."""
     categories, strongest = synthetic_labels(dataset, synthetic)
-    out = dict.fromkeys(("nmi_items", "nmi_items_chance", "nmi_users", "nmi_users_chance"),
-                        float("nan"))
+    out = dict.fromkeys(
+        ("nmi_items", "nmi_items_chance", "nmi_users", "nmi_users_chance"), float("nan")
+    )
     # The ceiling of the user NMI: the majority planted category of each history, what a
     # model that knew every item's category would call the user's strongest interest.
     majority = np.array([np.bincount(categories[h]).argmax() for h in histories])
@@ -151,15 +156,19 @@ def planted_recovery(module, dataset, synthetic, histories: list[np.ndarray],
     return out
 
 
-def nmf_item_topics(histories: list[np.ndarray], num_items: int, num_topics: int,
-                    iterations: int = 200, seed: int = 0) -> np.ndarray:
+def nmf_item_topics(
+    histories: list[np.ndarray],
+    num_items: int,
+    num_topics: int,
+    iterations: int = 200,
+    seed: int = 0,
+) -> np.ndarray:
     """Strongest topic of each item (internal id; entry 0 is -1) in a ``num_topics``-factor
     NMF X ~ W H of the binary user-item matrix of ``histories``, by Lee & Seung's
     multiplicative updates for the Frobenius loss. Items in no history get topic -1."""
     rows = np.repeat(np.arange(len(histories)), [len(s) for s in histories])
     cols = np.concatenate(histories) - 1
-    x = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)),
-                          shape=(len(histories), num_items))
+    x = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(histories), num_items))
     x.data[:] = 1.0  # repeated interactions count once
     rng = np.random.default_rng(seed)
     w = rng.random((len(histories), num_topics)) + 0.1
@@ -174,16 +183,23 @@ def nmf_item_topics(histories: list[np.ndarray], num_items: int, num_topics: int
 
 
 @torch.no_grad()
-def recommendation_diversity(module, histories: list[np.ndarray], categories: np.ndarray,
-                             max_length: int, k: int = 20, batch_size: int = 1024,
-                             item_chunk_size: int = 8192, device="cpu") -> float:
+def recommendation_diversity(
+    module,
+    histories: list[np.ndarray],
+    categories: np.ndarray,
+    max_length: int,
+    k: int = 20,
+    batch_size: int = 1024,
+    item_chunk_size: int = 8192,
+    device="cpu",
+) -> float:
     """Mean number of distinct categories among each user's top-``k`` unseen items, with
     ``categories`` indexed by internal item id; items labelled -1 (no category) are not
     counted."""
     counts = []
     with module.evaluating():
         for start in range(0, len(histories), batch_size):
-            chunk = histories[start: start + batch_size]
+            chunk = histories[start : start + batch_size]
             representation = last_position_representation(module, chunk, max_length, device)
             scorer = PosteriorScorer(module, representation, item_chunk_size)
             exclude = pad_right(chunk, max(len(h) for h in chunk))

@@ -16,8 +16,14 @@ from sigma_pyro.evaluation.predict import last_position_interests
 
 
 @torch.no_grad()
-def interest_summary(module, histories: list[np.ndarray], targets: np.ndarray,
-                     config: EvalConfig, max_length: int, device="cpu") -> dict | None:
+def interest_summary(
+    module,
+    histories: list[np.ndarray],
+    targets: np.ndarray,
+    config: EvalConfig,
+    max_length: int,
+    device="cpu",
+) -> dict | None:
     """None for a prior without interests, else:
 
     - ``nll_per_sequence``: the interest head's NLL of each target over the full catalog
@@ -36,26 +42,36 @@ def interest_summary(module, histories: list[np.ndarray], targets: np.ndarray,
     with module.evaluating():
         nll, assignments, entropies = [], [], []
         for start in range(0, len(histories), config.eval_batch_size):
-            chunk = histories[start: start + config.eval_batch_size]
+            chunk = histories[start : start + config.eval_batch_size]
             at_last, assignment = last_position_interests(module, chunk, max_length, device)
             logits = module.interest_logits(at_last.loc)
-            target = torch.as_tensor(np.asarray(targets[start: start + len(chunk)]) - 1,
-                                     device=logits.device)
+            target = torch.as_tensor(
+                np.asarray(targets[start : start + len(chunk)]) - 1, device=logits.device
+            )
             nll.append(F.cross_entropy(logits.float(), target, reduction="none").cpu())
             assignments.append(assignment.max(dim=-1).values.cpu())
             p = at_last.intensity.clamp_min(1e-12)
             entropies.append(-(p * p.log()).sum(dim=-1).cpu())
         catalog = module.interest_item_vectors(
-            torch.arange(1, module.num_items + 1, device=module.item_embedding.weight.device))
+            torch.arange(1, module.num_items + 1, device=module.item_embedding.weight.device)
+        )
         owners = module.interests.assign(catalog).argmax(dim=-1)
         sizes = torch.bincount(owners, minlength=module.config.num_interests)
-        ranking = evaluate_module(module, histories, targets,
-                                  dataclasses.replace(config, ks=[20], posterior_samples=0),
-                                  max_length, device, head="interests")
-    return {"nll_per_sequence": float(torch.cat(nll).mean()),
-            "chance_nll": math.log(module.num_items),
-            "valid": {"ndcg@20": ranking["ndcg@20"], "recall@20": ranking["recall@20"]},
-            "median_max_assignment": float(torch.cat(assignments).median()),
-            "items_per_prototype_min_share": float(sizes.min()) / module.num_items,
-            "intensity_entropy_mean": float(torch.cat(entropies).mean()),
-            "assignment_temperature": float(module.interests.temperature)}
+        ranking = evaluate_module(
+            module,
+            histories,
+            targets,
+            dataclasses.replace(config, ks=[20], posterior_samples=0),
+            max_length,
+            device,
+            head="interests",
+        )
+    return {
+        "nll_per_sequence": float(torch.cat(nll).mean()),
+        "chance_nll": math.log(module.num_items),
+        "valid": {"ndcg@20": ranking["ndcg@20"], "recall@20": ranking["recall@20"]},
+        "median_max_assignment": float(torch.cat(assignments).median()),
+        "items_per_prototype_min_share": float(sizes.min()) / module.num_items,
+        "intensity_entropy_mean": float(torch.cat(entropies).mean()),
+        "assignment_temperature": float(module.interests.temperature),
+    }

@@ -28,7 +28,9 @@ def metrics_from_ranks(ranks: torch.Tensor, ks: Sequence[int] = DEFAULT_KS) -> d
     if ranks.is_floating_point() or ranks.is_complex():
         raise ValueError(f"ranks must be integers, got dtype {ranks.dtype}")
     if int(ranks.min()) < 0:
-        raise ValueError(f"ranks are 0-based and cannot be negative, got minimum {int(ranks.min())}")
+        raise ValueError(
+            f"ranks are 0-based and cannot be negative, got minimum {int(ranks.min())}"
+        )
     for k in ks:
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"every K must be a positive integer, got {k!r}")

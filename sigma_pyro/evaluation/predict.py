@@ -11,8 +11,9 @@ from sigma_pyro.data.batching import pad_right
 
 
 @torch.no_grad()
-def last_position_representation(module, histories: list[np.ndarray], max_length: int,
-                                 device, samples: int = 0) -> torch.Tensor:
+def last_position_representation(
+    module, histories: list[np.ndarray], max_length: int, device, samples: int = 0
+) -> torch.Tensor:
     """Decoder output at each history's last position: [B, D] from the posterior mean of
     z, or [S, B, D] from S draws of z ~ q(z | history)."""
     items = pad_right(histories, max_length).to(device)
@@ -40,10 +41,14 @@ class PosteriorScorer:
         self.sampled = representation.dim() == 3
         if self.sampled:
             stops = range(1, module.num_items + 1, item_chunk_size)
-            self.normaliser = torch.stack([
-                module.item_logits(representation, a, min(a + item_chunk_size, module.num_items + 1))
-                .logsumexp(dim=-1) for a in stops
-            ]).logsumexp(dim=0)                                           # [S, B]
+            self.normaliser = torch.stack(
+                [
+                    module.item_logits(
+                        representation, a, min(a + item_chunk_size, module.num_items + 1)
+                    ).logsumexp(dim=-1)
+                    for a in stops
+                ]
+            ).logsumexp(dim=0)  # [S, B]
 
     @torch.no_grad()
     def __call__(self, start: int, stop: int) -> torch.Tensor:
@@ -55,8 +60,9 @@ class PosteriorScorer:
 
 
 @torch.no_grad()
-def top_k(scorer, num_items: int, k: int, item_chunk_size: int,
-          exclude: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def top_k(
+    scorer, num_items: int, k: int, item_chunk_size: int, exclude: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Best ``k`` items per user as (scores, internal ids), each [B, k], merging chunk by
     chunk; items in ``exclude`` [B, L] (0-padded) are never recommended."""
     best_scores, best_items = None, None
@@ -66,7 +72,9 @@ def top_k(scorer, num_items: int, k: int, item_chunk_size: int,
         if exclude is not None:
             exclude = exclude.to(scores.device)
             inside = (exclude >= start) & (exclude < stop)
-            rows = torch.arange(exclude.shape[0], device=scores.device).unsqueeze(1).expand_as(exclude)
+            rows = (
+                torch.arange(exclude.shape[0], device=scores.device).unsqueeze(1).expand_as(exclude)
+            )
             scores[rows[inside], exclude[inside] - start] = float("-inf")
         items = torch.arange(start, stop, device=scores.device).expand_as(scores)
         if best_scores is not None:
@@ -93,7 +101,7 @@ class InterestScorer:
 
     def __init__(self, module, interest_loc: torch.Tensor):
         self.module = module
-        self.interest_loc = interest_loc                                   # [B, K, D]
+        self.interest_loc = interest_loc  # [B, K, D]
 
     @classmethod
     def for_histories(cls, module, histories: list[np.ndarray], max_length: int, device):

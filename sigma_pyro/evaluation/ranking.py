@@ -148,7 +148,9 @@ def target_ranks(
     ranks = torch.zeros(batch, dtype=torch.long, device=device)
     for start in chunks:
         stop = min(start + item_chunk_size, num_items + 1)
-        scores = (whole if whole is not None else _score_chunk(score_items, start, stop, batch)).to(device)
+        scores = (whole if whole is not None else _score_chunk(score_items, start, stop, batch)).to(
+            device
+        )
         is_target = torch.arange(start, stop, device=device).unsqueeze(0) == targets.unsqueeze(1)
         beats = (scores > threshold) | ((scores == threshold) & ~is_target)
         if mask_history:

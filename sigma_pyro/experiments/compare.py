@@ -28,11 +28,21 @@ import pandas as pd
 from scipy import stats
 from tqdm.auto import tqdm
 
-from sigma_pyro.runtime.checkpoint import STATE_FILE, atomic_write_bytes, atomic_write_json, read_json
+from sigma_pyro.runtime.checkpoint import (
+    STATE_FILE,
+    atomic_write_bytes,
+    atomic_write_json,
+    read_json,
+)
 from sigma_pyro.config import Config, flag, load_config, nest_overrides
 from sigma_pyro.errors import ConfigError
-from sigma_pyro.evaluation.interest_analysis import (item_clusters, nmf_item_topics, planted_recovery,
-                                          recommendation_diversity, synthetic_labels)
+from sigma_pyro.evaluation.interest_analysis import (
+    item_clusters,
+    nmf_item_topics,
+    planted_recovery,
+    recommendation_diversity,
+    synthetic_labels,
+)
 from sigma_pyro.inference.iwae import iwae_log_likelihood
 from sigma_pyro.experiments.parallel import check_jobs, run_all
 
@@ -40,23 +50,54 @@ DEFAULT_PRIORS = ("normal", "gmm", "vamp", "sigma", "sigma-uniform")
 METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20", "mrr")
 PAIRED = ("ndcg@10", "recall@20")
 DIVERSITY_K = 20
-COLUMNS = ("prior", "seed", "status", *METRICS, "final_elbo_per_token", "iwae_per_token",
-           f"diversity@{DIVERSITY_K}", f"diversity_own@{DIVERSITY_K}", "nmi_items",
-           "nmi_items_chance", "nmi_users", "nmi_users_chance", "nmi_users_oracle", "best_epoch",
-           "epochs",
-           "stopped_early", "wall_seconds", "run_dir", "code")
+COLUMNS = (
+    "prior",
+    "seed",
+    "status",
+    *METRICS,
+    "final_elbo_per_token",
+    "iwae_per_token",
+    f"diversity@{DIVERSITY_K}",
+    f"diversity_own@{DIVERSITY_K}",
+    "nmi_items",
+    "nmi_items_chance",
+    "nmi_users",
+    "nmi_users_chance",
+    "nmi_users_oracle",
+    "best_epoch",
+    "epochs",
+    "stopped_early",
+    "wall_seconds",
+    "run_dir",
+    "code",
+)
 REFERENCE = "normal"
 RESULTS, SUMMARY, BASELINES = "results.csv", "summary.md", "baselines.json"
 
 
-def command_line(out_dir, priors: Sequence[str], seeds: int, preset: str | None,
-                 overrides: dict, iwae_samples: int) -> str:
+def command_line(
+    out_dir,
+    priors: Sequence[str],
+    seeds: int,
+    preset: str | None,
+    overrides: dict,
+    iwae_samples: int,
+) -> str:
     """The ``sigma-pyro compare`` invocation that reproduces a grid."""
     words = ["sigma-pyro", "compare"]
     if preset is not None:
         words += ["--preset", preset]
-    words += ["--priors", ",".join(priors), "--seeds", str(seeds), "--out", str(out_dir),
-              "--iwae-samples", str(iwae_samples), *override_flags(overrides)]
+    words += [
+        "--priors",
+        ",".join(priors),
+        "--seeds",
+        str(seeds),
+        "--out",
+        str(out_dir),
+        "--iwae-samples",
+        str(iwae_samples),
+        *override_flags(overrides),
+    ]
     return shlex.join(words)
 
 
@@ -78,17 +119,29 @@ def git_revision() -> str:
     """The commit of this code, flagged when the working tree differs from it."""
     here = Path(__file__).resolve().parent
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
-                              text=True, check=True, timeout=30).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=here, capture_output=True, text=True, timeout=30).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown (not a git checkout)"
     return head + (" (with uncommitted changes)" if dirty else "")
 
 
-def _grid_configs(priors: Sequence[str], seeds: int, preset: str | None,
-                  overrides: dict) -> tuple[Config, dict[tuple[str, int], Config]]:
+def _grid_configs(
+    priors: Sequence[str], seeds: int, preset: str | None, overrides: dict
+) -> tuple[Config, dict[tuple[str, int], Config]]:
     """The base configuration and one validated configuration per (prior, seed), so that an
     impossible combination fails before anything trains."""
     if "prior" in overrides:
@@ -103,8 +156,11 @@ def _grid_configs(priors: Sequence[str], seeds: int, preset: str | None,
     # Seed-major: an interrupted grid holds whole seeds, each a complete paired comparison.
     for seed in range(base.train.seed, base.train.seed + seeds):
         for prior in priors:
-            values = {**nested, "model": {**nested.get("model", {}), "prior": prior},
-                      "train": {**nested.get("train", {}), "seed": seed}}
+            values = {
+                **nested,
+                "model": {**nested.get("model", {}), "prior": prior},
+                "train": {**nested.get("train", {}), "seed": seed},
+            }
             try:
                 configs[prior, seed] = load_config(preset, values)
             except ConfigError as err:
@@ -131,8 +187,9 @@ def _reference_categories(rec, split) -> tuple[np.ndarray, str]:
     return topics, f"{k} NMF topics of the user-item matrix of the test histories"
 
 
-def train_and_measure(config: Config, run_dir: Path, iwae_samples: int,
-                      log: Callable[[str], None]) -> dict:
+def train_and_measure(
+    config: Config, run_dir: Path, iwae_samples: int, log: Callable[[str], None]
+) -> dict:
     """Train one configuration and measure it: one row of ``results.csv``."""
     from sigma_pyro.api import SigmaRecommender
 
@@ -150,33 +207,64 @@ def train_and_measure(config: Config, run_dir: Path, iwae_samples: int,
     # The training batch size is known to fit in memory with the full softmax at every
     # position, which the IWAE computes too.
     # On the larger catalogs the IWAE costs about S/3 training epochs; 0 skips it.
-    iwae = {"per_token": math.nan} if iwae_samples == 0 else iwae_log_likelihood(
-        module, rec.dataset.sequences, iwae_samples, cfg.model.max_seq_length,
-        cfg.train.batch_size, device=cfg.train.device)
+    iwae = (
+        {"per_token": math.nan}
+        if iwae_samples == 0
+        else iwae_log_likelihood(
+            module,
+            rec.dataset.sequences,
+            iwae_samples,
+            cfg.model.max_seq_length,
+            cfg.train.batch_size,
+            device=cfg.train.device,
+        )
+    )
     reference, _ = _reference_categories(rec, split)
-    diversity = dict(max_length=cfg.model.max_seq_length, k=DIVERSITY_K,
-                     batch_size=cfg.eval.eval_batch_size,
-                     item_chunk_size=cfg.eval.item_chunk_size, device=cfg.train.device)
+    diversity = dict(
+        max_length=cfg.model.max_seq_length,
+        k=DIVERSITY_K,
+        batch_size=cfg.eval.eval_batch_size,
+        item_chunk_size=cfg.eval.item_chunk_size,
+        device=cfg.train.device,
+    )
     own = item_clusters(module)
-    row = {**{m: test[m] for m in METRICS},
-           "final_elbo_per_token": elbo, "iwae_per_token": iwae["per_token"],
-           f"diversity@{DIVERSITY_K}": recommendation_diversity(
-               module, split.test_history, reference, **diversity),
-           f"diversity_own@{DIVERSITY_K}": (math.nan if own is None else
-                                            recommendation_diversity(
-                                                module, split.test_history, own, **diversity)),
-           "best_epoch": summary.best_epoch, "epochs": summary.epochs_run,
-           "stopped_early": summary.stopped_early, "wall_seconds": round(seconds, 1)}
+    row = {
+        **{m: test[m] for m in METRICS},
+        "final_elbo_per_token": elbo,
+        "iwae_per_token": iwae["per_token"],
+        f"diversity@{DIVERSITY_K}": recommendation_diversity(
+            module, split.test_history, reference, **diversity
+        ),
+        f"diversity_own@{DIVERSITY_K}": (
+            math.nan
+            if own is None
+            else recommendation_diversity(module, split.test_history, own, **diversity)
+        ),
+        "best_epoch": summary.best_epoch,
+        "epochs": summary.epochs_run,
+        "stopped_early": summary.stopped_early,
+        "wall_seconds": round(seconds, 1),
+    }
     if rec.synthetic is not None:
-        row.update(planted_recovery(module, rec.dataset, rec.synthetic, split.test_history,
-                                    cfg.model.max_seq_length))
+        row.update(
+            planted_recovery(
+                module, rec.dataset, rec.synthetic, split.test_history, cfg.model.max_seq_length
+            )
+        )
     return row
 
 
-def run_comparison(out_dir: str | Path, priors: Sequence[str] = DEFAULT_PRIORS, seeds: int = 3,
-                   preset: str | None = None, overrides: dict | None = None,
-                   iwae_samples: int = 20, progress: bool = True,
-                   log: Callable[[str], None] | None = None, jobs: int = 1) -> pd.DataFrame:
+def run_comparison(
+    out_dir: str | Path,
+    priors: Sequence[str] = DEFAULT_PRIORS,
+    seeds: int = 3,
+    preset: str | None = None,
+    overrides: dict | None = None,
+    iwae_samples: int = 20,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    jobs: int = 1,
+) -> pd.DataFrame:
     """Run (or resume) the grid ``priors x seeds`` and write the results and the summary.
 
     ``overrides`` are flat settings as for :meth:`SigmaRecommender.from_preset` (``path``,
@@ -204,24 +292,44 @@ def run_comparison(out_dir: str | Path, priors: Sequence[str] = DEFAULT_PRIORS, 
     rows = _read_rows(out / RESULTS)
     done = {(str(row["prior"]), int(row["seed"])) for row in rows}
     todo = [key for key in configs if key not in done]
-    bar = tqdm(total=len(configs), initial=len(configs) - len(todo), desc="compare",
-               disable=not progress, file=sys.stderr)
+    bar = tqdm(
+        total=len(configs),
+        initial=len(configs) - len(todo),
+        desc="compare",
+        disable=not progress,
+        file=sys.stderr,
+    )
 
     def run_dir(key: tuple[str, int]) -> Path:
         return out / "runs" / f"{key[0]}-seed{key[1]}"
 
     def call(key: tuple[str, int]) -> tuple:
-        return (train_and_measure, (configs[key], run_dir(key), iwae_samples),
-                f"[{key[0]} seed {key[1]}] ")
+        return (
+            train_and_measure,
+            (configs[key], run_dir(key), iwae_samples),
+            f"[{key[0]} seed {key[1]}] ",
+        )
 
     def record(key: tuple[str, int], row: dict) -> None:
-        rows.append({**row, "prior": key[0], "seed": key[1],
-                     "run_dir": str(run_dir(key).relative_to(out)), "code": revision})
+        rows.append(
+            {
+                **row,
+                "prior": key[0],
+                "seed": key[1],
+                "run_dir": str(run_dir(key).relative_to(out)),
+                "code": revision,
+            }
+        )
         atomic_write_bytes(out / RESULTS, _table_of(rows).to_csv(index=False).encode("utf-8"))
         bar.update(1)
 
-    run_all({key: call(key) for key in todo}, jobs, record, log,
-            on_start=lambda key: bar.set_postfix_str(f"{key[0]} seed {key[1]}"))
+    run_all(
+        {key: call(key) for key in todo},
+        jobs,
+        record,
+        log,
+        on_start=lambda key: bar.set_postfix_str(f"{key[0]} seed {key[1]}"),
+    )
     bar.close()
     results = _table_of(rows)
     write_summary(out, results, command)
@@ -234,9 +342,13 @@ def _baselines(config: Config) -> dict:
     rec = SigmaRecommender(config)
     rec.load_data()
     _, description = _reference_categories(rec, rec.split)
-    return {**rec.baselines("test"), "diversity_reference": description,
-            "num_users": rec.dataset.num_users, "num_items": rec.dataset.num_items,
-            "data": rec.dataset.source}
+    return {
+        **rec.baselines("test"),
+        "diversity_reference": description,
+        "num_users": rec.dataset.num_users,
+        "num_items": rec.dataset.num_items,
+        "data": rec.dataset.source,
+    }
 
 
 # -- the summary --------------------------------------------------------------------------------
@@ -251,8 +363,9 @@ def _mean_std(values: pd.Series, digits: int) -> str:
     return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
 
 
-def paired_comparison(results: pd.DataFrame, metric: str, prior: str,
-                      reference: str = REFERENCE) -> dict:
+def paired_comparison(
+    results: pd.DataFrame, metric: str, prior: str, reference: str = REFERENCE
+) -> dict:
     """Mean difference ``prior - reference`` of ``metric`` over the seeds both have, and
     the paired t-test p-value (NaN with fewer than two pairs or no variation)."""
     ok = results[results["status"] == "ok"]
@@ -287,8 +400,9 @@ def _table(header: Sequence[str], rows: list[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def render_summary(results: pd.DataFrame, command: str, revision: str,
-                   baselines: dict | None = None) -> str:
+def render_summary(
+    results: pd.DataFrame, command: str, revision: str, baselines: dict | None = None
+) -> str:
     ok = results[results["status"] == "ok"]
     priors = list(dict.fromkeys(results["prior"]))
     text = io.StringIO()
@@ -297,33 +411,55 @@ def render_summary(results: pd.DataFrame, command: str, revision: str,
     write(f"- command: `{command}`")
     write(f"- code: `{revision}`")
     if baselines:
-        write(f"- data: {baselines['data']}: {baselines['num_users']} users, "
-              f"{baselines['num_items']} items")
+        write(
+            f"- data: {baselines['data']}: {baselines['num_users']} users, "
+            f"{baselines['num_items']} items"
+        )
     write(f"- runs: {len(ok)} finished of {len(results)} recorded\n")
 
-    columns = [*METRICS, "iwae_per_token", "final_elbo_per_token", f"diversity@{DIVERSITY_K}",
-               f"diversity_own@{DIVERSITY_K}", "epochs", "wall_seconds"]
+    columns = [
+        *METRICS,
+        "iwae_per_token",
+        "final_elbo_per_token",
+        f"diversity@{DIVERSITY_K}",
+        f"diversity_own@{DIVERSITY_K}",
+        "epochs",
+        "wall_seconds",
+    ]
     write("## Test metrics, mean ± std over seeds\n")
     rows = []
     for prior in priors:
         runs = ok[ok["prior"] == prior]
-        rows.append([prior, len(runs)] + [
-            _mean_std(runs[c], 1 if c in ("epochs", "wall_seconds") else
-                      2 if c.startswith(("iwae", "final_elbo", "diversity")) else 4)
-            for c in columns])
+        rows.append(
+            [prior, len(runs)]
+            + [
+                _mean_std(
+                    runs[c],
+                    1
+                    if c in ("epochs", "wall_seconds")
+                    else 2
+                    if c.startswith(("iwae", "final_elbo", "diversity"))
+                    else 4,
+                )
+                for c in columns
+            ]
+        )
     write(_table(["prior", "seeds", *columns], rows))
     if baselines:
-        reference = " ".join(f"{name} ndcg@10={values['ndcg@10']:.4f} "
-                             f"recall@20={values['recall@20']:.4f}"
-                             for name, values in baselines.items()
-                             if isinstance(values, dict) and "ndcg@10" in values)
+        reference = " ".join(
+            f"{name} ndcg@10={values['ndcg@10']:.4f} recall@20={values['recall@20']:.4f}"
+            for name, values in baselines.items()
+            if isinstance(values, dict) and "ndcg@10" in values
+        )
         write(f"\nReference points on the same test split: {reference}.")
-    write("\nIWAE and ELBO are log-likelihoods per predicted item (higher is better); the "
-          "IWAE bound is on the test sequences, the ELBO on the last epoch's monitoring "
-          "batch of training data. diversity@20: distinct categories among a user's top 20 "
-          f"({(baselines or {}).get('diversity_reference', 'reference partition')}); "
-          "diversity_own@20 uses the prior's own item clusters. epochs: epochs run before "
-          "early stopping; wall_seconds: training time.\n")
+    write(
+        "\nIWAE and ELBO are log-likelihoods per predicted item (higher is better); the "
+        "IWAE bound is on the test sequences, the ELBO on the last epoch's monitoring "
+        "batch of training data. diversity@20: distinct categories among a user's top 20 "
+        f"({(baselines or {}).get('diversity_reference', 'reference partition')}); "
+        "diversity_own@20 uses the prior's own item clusters. epochs: epochs run before "
+        "early stopping; wall_seconds: training time.\n"
+    )
 
     write(f"## Paired comparison with `{REFERENCE}` (same seeds)\n")
     if REFERENCE not in set(ok["prior"]):
@@ -334,29 +470,55 @@ def render_summary(results: pd.DataFrame, command: str, revision: str,
             if prior == REFERENCE:
                 continue
             paired = [paired_comparison(results, metric, prior) for metric in PAIRED]
-            rows.append([prior, paired[0]["pairs"]] + [
-                cell for result in paired
-                for cell in (_number(result["difference"], signed=True), _number(result["p"], 3))])
+            rows.append(
+                [prior, paired[0]["pairs"]]
+                + [
+                    cell
+                    for result in paired
+                    for cell in (
+                        _number(result["difference"], signed=True),
+                        _number(result["p"], 3),
+                    )
+                ]
+            )
         header = ["prior", "pairs"]
         for metric in PAIRED:
             header += [f"Δ {metric}", "p (paired t)"]
         write(_table(header, rows))
-        write("\nΔ is the mean over seeds of (prior − normal); p is scipy.stats.ttest_rel, "
-              "n/a with fewer than two pairs.\n")
+        write(
+            "\nΔ is the mean over seeds of (prior − normal); p is scipy.stats.ttest_rel, "
+            "n/a with fewer than two pairs.\n"
+        )
 
     if ok["nmi_items"].notna().any():
         write("## Recovery of the planted structure (NMI)\n")
-        rows = [[prior] + [_mean_std(ok[ok["prior"] == prior][c], 3) for c in
-                           ("nmi_items", "nmi_items_chance", "nmi_users", "nmi_users_chance",
-                            "nmi_users_oracle")]
-                for prior in priors]
-        write(_table(["prior", "items", "items (chance)", "users", "users (chance)",
-                      "users (oracle)"], rows))
-        write("\nItems: argmax prototype (sigma) or mixture component (gmm, vamp) vs planted "
-              "category; users: strongest learned interest or component vs strongest planted "
-              "interest. Chance: the same against a random permutation of the labels. Oracle: "
-              "the majority planted category of each history vs the strongest planted "
-              "interest, the most that the histories tell.\n")
+        rows = [
+            [prior]
+            + [
+                _mean_std(ok[ok["prior"] == prior][c], 3)
+                for c in (
+                    "nmi_items",
+                    "nmi_items_chance",
+                    "nmi_users",
+                    "nmi_users_chance",
+                    "nmi_users_oracle",
+                )
+            ]
+            for prior in priors
+        ]
+        write(
+            _table(
+                ["prior", "items", "items (chance)", "users", "users (chance)", "users (oracle)"],
+                rows,
+            )
+        )
+        write(
+            "\nItems: argmax prototype (sigma) or mixture component (gmm, vamp) vs planted "
+            "category; users: strongest learned interest or component vs strongest planted "
+            "interest. Chance: the same against a random permutation of the labels. Oracle: "
+            "the majority planted category of each history vs the strongest planted "
+            "interest, the most that the histories tell.\n"
+        )
 
     failed = results[results["status"] != "ok"]
     if len(failed):

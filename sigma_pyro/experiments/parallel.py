@@ -23,8 +23,9 @@ def check_jobs(jobs: int) -> None:
         raise ConfigError(f"--jobs must be at least 1, got {jobs}")
 
 
-def recorded_run(function: Callable[..., dict], args: tuple, tag: str,
-                 log: Callable[[str], None]) -> dict:
+def recorded_run(
+    function: Callable[..., dict], args: tuple, tag: str, log: Callable[[str], None]
+) -> dict:
     """``{"status": "ok", **function(*args, log)}``, or the failure of a diverging run as
     its status so that the rest of a grid goes on."""
     try:
@@ -48,9 +49,13 @@ def _in_worker(threads: int, function: Callable[..., dict], args: tuple, tag: st
     return recorded_run(function, args, tag, _stderr)
 
 
-def run_all(calls: dict[Hashable, tuple[Callable[..., dict], tuple, str]], jobs: int,
-            on_result: Callable[[Hashable, dict], None], log: Callable[[str], None],
-            on_start: Callable[[Hashable], None] = lambda key: None) -> None:
+def run_all(
+    calls: dict[Hashable, tuple[Callable[..., dict], tuple, str]],
+    jobs: int,
+    on_result: Callable[[Hashable, dict], None],
+    log: Callable[[str], None],
+    on_start: Callable[[Hashable], None] = lambda key: None,
+) -> None:
     """Run each ``key: (function, args, tag)`` as :func:`recorded_run` and hand each result
     to ``on_result`` as soon as it is done: in this process one after the other with
     ``jobs == 1``, else in ``jobs`` worker processes (their logs go to stderr; ``function``
@@ -65,7 +70,9 @@ def run_all(calls: dict[Hashable, tuple[Callable[..., dict], tuple, str]], jobs:
     threads = max(1, torch.get_num_threads() // jobs)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = {pool.submit(_in_worker, threads, function, args, tag): key
-                   for key, (function, args, tag) in calls.items()}
+        futures = {
+            pool.submit(_in_worker, threads, function, args, tag): key
+            for key, (function, args, tag) in calls.items()
+        }
         for future in as_completed(futures):
             on_result(futures[future], future.result())

@@ -23,8 +23,14 @@ from pathlib import Path
 import pandas as pd
 
 from sigma_pyro.runtime.checkpoint import atomic_write_bytes
-from sigma_pyro.experiments.compare import (METRICS, _duration, _mean_std, _number, _table,
-                                paired_comparison)
+from sigma_pyro.experiments.compare import (
+    METRICS,
+    _duration,
+    _mean_std,
+    _number,
+    _table,
+    paired_comparison,
+)
 from sigma_pyro.errors import DataError
 from sigma_pyro.experiments.tuning import TUNING_METRICS, tuning_summary
 
@@ -33,8 +39,13 @@ REFERENCES = ("normal", "deterministic")
 ORDER = (SUBJECT, *REFERENCES)
 ALPHA = 0.05
 DIGITS = 4
-LABELS = {"recall@10": "Recall@10", "recall@20": "Recall@20", "ndcg@10": "NDCG@10",
-          "ndcg@20": "NDCG@20", "mrr": "MRR"}
+LABELS = {
+    "recall@10": "Recall@10",
+    "recall@20": "Recall@20",
+    "ndcg@10": "NDCG@10",
+    "ndcg@20": "NDCG@20",
+    "mrr": "MRR",
+}
 NUMERIC = (*METRICS, "epochs", "wall_seconds")
 REQUIRED = ("prior", "seed", "status", *NUMERIC, "stopped_early", "code")
 NO_PAIRS = "n/a: no paired seeds"
@@ -70,8 +81,10 @@ def _load_one(path: Path) -> pd.DataFrame:
     frame = _read_csv(path)
     missing = [column for column in REQUIRED if column not in frame.columns]
     if missing:
-        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; expected the "
-                        "results.csv that `sigma-pyro compare` writes")
+        raise DataError(
+            f"{path}: missing column(s) {', '.join(missing)}; expected the "
+            "results.csv that `sigma-pyro compare` writes"
+        )
     frame["status"] = frame["status"].astype(str)
     frame["prior"] = frame["prior"].astype(str)
     ok = frame["status"] == "ok"
@@ -86,8 +99,9 @@ def _load_one(path: Path) -> pd.DataFrame:
     twice = frame[ok].duplicated(["prior", "seed"])
     if twice.any():
         row = frame[ok][twice].iloc[0]
-        raise DataError(f"{path}: {row['prior']} seed {row['seed']} is recorded as finished "
-                        "more than once")
+        raise DataError(
+            f"{path}: {row['prior']} seed {row['seed']} is recorded as finished more than once"
+        )
     frame["stopped_early"] = frame["stopped_early"].astype(str).str.lower() == "true"
     frame["code"] = frame["code"].fillna("unknown").astype(str)
     return frame.assign(dataset=path.stem)
@@ -113,12 +127,21 @@ def load_tuning(paths: Sequence[str | Path]) -> dict[str, pd.DataFrame]:
         if path.stem in tables:
             raise DataError(f"{path}: tuning of {path.stem} given twice")
         frame = _read_csv(path)
-        required = ("setting", "status", "criterion", "best_epoch", "epochs", "wall_seconds",
-                    *TUNING_METRICS)
+        required = (
+            "setting",
+            "status",
+            "criterion",
+            "best_epoch",
+            "epochs",
+            "wall_seconds",
+            *TUNING_METRICS,
+        )
         missing = [column for column in required if column not in frame.columns]
         if missing:
-            raise DataError(f"{path}: missing column(s) {', '.join(missing)}; expected the "
-                            "tuning.csv that `sigma-pyro tune` writes")
+            raise DataError(
+                f"{path}: missing column(s) {', '.join(missing)}; expected the "
+                "tuning.csv that `sigma-pyro tune` writes"
+            )
         frame["status"] = frame["status"].astype(str)
         ok = frame["status"] == "ok"
         for column in (*TUNING_METRICS, "best_epoch", "epochs", "wall_seconds"):
@@ -163,10 +186,12 @@ def _metrics_table(ok: pd.DataFrame, variants: list[str]) -> str:
     rows = []
     for variant in variants:
         runs = ok[ok["prior"] == variant]
-        cells = [f"**{_mean_sd(runs[m])}**" if variant in best[m] else _mean_sd(runs[m])
-                 for m in METRICS]
-        rows.append([variant, len(runs), *cells, _epochs(runs),
-                     _duration(runs["wall_seconds"].mean())])
+        cells = [
+            f"**{_mean_sd(runs[m])}**" if variant in best[m] else _mean_sd(runs[m]) for m in METRICS
+        ]
+        rows.append(
+            [variant, len(runs), *cells, _epochs(runs), _duration(runs["wall_seconds"].mean())]
+        )
     header = ["variant", "seeds", *(LABELS[m] for m in METRICS), "epochs", "wall time / run"]
     return _table(header, rows)
 
@@ -184,8 +209,11 @@ def _paired_table(runs: pd.DataFrame) -> str:
     for reference in REFERENCES:
         results = _paired(runs, reference)
         pairs = results[METRICS[0]]["pairs"]
-        cells = [cell for r in results.values()
-                 for cell in (_number(r["difference"], DIGITS, signed=True), _p(r["p"]))]
+        cells = [
+            cell
+            for r in results.values()
+            for cell in (_number(r["difference"], DIGITS, signed=True), _p(r["p"]))
+        ]
         rows.append([f"{SUBJECT} − {reference}", pairs if pairs else NO_PAIRS, *cells])
     header = ["paired difference", "seeds"]
     for metric in METRICS:
@@ -201,10 +229,11 @@ def _names(metrics: list[str]) -> str:
 def _wins(ok: pd.DataFrame, variants: list[str]) -> str:
     best = {metric: _best(ok, variants, metric) for metric in METRICS}
     won = [m for m in METRICS if SUBJECT in best[m]]
-    text = (f"{SUBJECT} has the best mean on {len(won)} of {len(METRICS)} metrics among "
-            f"{len(variants)} variants")
-    lost = [f"{LABELS[m]} (best: {', '.join(sorted(best[m]))})" for m in METRICS
-            if m not in won]
+    text = (
+        f"{SUBJECT} has the best mean on {len(won)} of {len(METRICS)} metrics among "
+        f"{len(variants)} variants"
+    )
+    lost = [f"{LABELS[m]} (best: {', '.join(sorted(best[m]))})" for m in METRICS if m not in won]
     return text + (f"; it does not win {', '.join(lost)}" if lost else "")
 
 
@@ -219,16 +248,18 @@ def _tests(runs: pd.DataFrame, variants: list[str], reference: str) -> str:
         return f"a single seed paired with {reference} is too few to test a difference"
     significant = [m for m, r in results.items() if r["p"] < ALPHA]
     if not significant:
-        return (f"no difference to {reference} is significant at p < {ALPHA} "
-                f"({pairs} paired seeds)")
+        return f"no difference to {reference} is significant at p < {ALPHA} ({pairs} paired seeds)"
     better = [m for m in significant if results[m]["difference"] > 0]
     worse = [m for m in significant if results[m]["difference"] < 0]
     parts = ([f"better on {_names(better)}"] if better else []) + (
-        [f"worse on {_names(worse)}"] if worse else [])
+        [f"worse on {_names(worse)}"] if worse else []
+    )
     rest = len(METRICS) - len(significant)
-    return (f"against {reference} ({pairs} paired seeds) {SUBJECT} is significantly "
-            f"{' and '.join(parts)} at p < {ALPHA}"
-            + (f", with no significant difference on the other {rest}" if rest else ""))
+    return (
+        f"against {reference} ({pairs} paired seeds) {SUBJECT} is significantly "
+        f"{' and '.join(parts)} at p < {ALPHA}"
+        + (f", with no significant difference on the other {rest}" if rest else "")
+    )
 
 
 def verdict(runs: pd.DataFrame) -> str:
@@ -244,19 +275,28 @@ def verdict(runs: pd.DataFrame) -> str:
 
 
 def _tuning_section(table: pd.DataFrame) -> str:
-    return ("### Settings tried on validation\n\nsigma trained once per setting, on one seed, "
-            "with one setting changed at a time from the preset; the test split was not "
-            "scored. The sweep, as run:\n\n" + tuning_summary(table))
+    return (
+        "### Settings tried on validation\n\nsigma trained once per setting, on one seed, "
+        "with one setting changed at a time from the preset; the test split was not "
+        "scored. The sweep, as run:\n\n" + tuning_summary(table)
+    )
 
 
 def _dataset_section(runs: pd.DataFrame, tuning: pd.DataFrame | None = None) -> str:
     ok = runs[runs["status"] == "ok"]
-    parts = ([verdict(runs), _metrics_table(ok, _variants(ok)), _paired_table(runs)]
-             if len(ok) else ["No finished runs."])
+    parts = (
+        [verdict(runs), _metrics_table(ok, _variants(ok)), _paired_table(runs)]
+        if len(ok)
+        else ["No finished runs."]
+    )
     failed = runs[runs["status"] != "ok"]
     if len(failed):
-        parts.append("Failed runs, left out above:\n\n" + "\n".join(
-            f"- {row.prior} seed {row.seed}: {row.status}" for row in failed.itertuples()))
+        parts.append(
+            "Failed runs, left out above:\n\n"
+            + "\n".join(
+                f"- {row.prior} seed {row.seed}: {row.status}" for row in failed.itertuples()
+            )
+        )
     if tuning is not None:
         parts.append(_tuning_section(tuning))
     return "\n\n".join(parts) + "\n"
@@ -265,19 +305,35 @@ def _dataset_section(runs: pd.DataFrame, tuning: pd.DataFrame | None = None) -> 
 def _provenance(results: pd.DataFrame, command: str, machine: str) -> str:
     ok = results[results["status"] == "ok"]
     codes = ok.groupby("code", sort=True)["dataset"]
-    code_lines = [f"  - `{code}`: {len(runs)} runs ({', '.join(dict.fromkeys(runs))})"
-                  for code, runs in codes]
-    return "\n".join([
-        "Regenerate this file from the raw runs with:", "", f"    {command}", "",
-        ("The `sigma-pyro compare` command that trained each dataset's runs, with its epoch "
-         "budget and patience, is in results/README.md."), "",
-        (f"- machine: {machine} (the machine that generated this file; results.csv does not "
-         "record where each run trained)"),
-        "- code the runs trained with (the `code` column of each run):",
-        *(code_lines or ["  - none: no finished runs"]),
-        (f"- runs: {len(ok)} finished, {len(results) - len(ok)} failed; total training wall "
-         f"time of the finished runs {_duration(ok['wall_seconds'].sum())}"),
-    ]) + "\n"
+    code_lines = [
+        f"  - `{code}`: {len(runs)} runs ({', '.join(dict.fromkeys(runs))})" for code, runs in codes
+    ]
+    return (
+        "\n".join(
+            [
+                "Regenerate this file from the raw runs with:",
+                "",
+                f"    {command}",
+                "",
+                (
+                    "The `sigma-pyro compare` command that trained each dataset's runs, with its epoch "
+                    "budget and patience, is in results/README.md."
+                ),
+                "",
+                (
+                    f"- machine: {machine} (the machine that generated this file; results.csv does not "
+                    "record where each run trained)"
+                ),
+                "- code the runs trained with (the `code` column of each run):",
+                *(code_lines or ["  - none: no finished runs"]),
+                (
+                    f"- runs: {len(ok)} finished, {len(results) - len(ok)} failed; total training wall "
+                    f"time of the finished runs {_duration(ok['wall_seconds'].sum())}"
+                ),
+            ]
+        )
+        + "\n"
+    )
 
 
 NOTES = f"""## How to read the tables
@@ -299,14 +355,17 @@ NOTES = f"""## How to read the tables
 """
 
 
-def render_results(results: pd.DataFrame, command: str, machine: str,
-                   tuning: dict[str, pd.DataFrame] | None = None) -> str:
+def render_results(
+    results: pd.DataFrame, command: str, machine: str, tuning: dict[str, pd.DataFrame] | None = None
+) -> str:
     """The Markdown of ``docs/results.md`` for the runs of :func:`load_results` and the
     tuning sweeps of :func:`load_tuning`."""
     tuning = tuning or {}
     text = io.StringIO()
-    text.write("# Results\n\nGenerated by `sigma-pyro results` from the runs of "
-               "`sigma-pyro compare`; do not edit by hand.\n\n")
+    text.write(
+        "# Results\n\nGenerated by `sigma-pyro results` from the runs of "
+        "`sigma-pyro compare`; do not edit by hand.\n\n"
+    )
     text.write(_provenance(results, command, machine))
     for dataset, runs in results.groupby("dataset", sort=False):
         text.write(f"\n## {dataset}\n\n{_dataset_section(runs, tuning.get(dataset))}")
@@ -321,8 +380,9 @@ def machine_description() -> str:
     return f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, {gpu}"
 
 
-def write_results(paths: Sequence[str | Path], out: str | Path,
-                  tuning_paths: Sequence[str | Path] = ()) -> str:
+def write_results(
+    paths: Sequence[str | Path], out: str | Path, tuning_paths: Sequence[str | Path] = ()
+) -> str:
     """Render the runs of ``paths`` (and the tuning sweeps of ``tuning_paths``, matched to
     datasets by file stem) into ``out``; returns the Markdown."""
     results = load_results(paths)

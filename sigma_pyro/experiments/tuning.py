@@ -29,22 +29,56 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from sigma_pyro.runtime.checkpoint import STATE_FILE, atomic_write_bytes
-from sigma_pyro.experiments.compare import (METRICS, _duration, _number, _table, git_revision,
-                                override_flags)
+from sigma_pyro.experiments.compare import (
+    METRICS,
+    _duration,
+    _number,
+    _table,
+    git_revision,
+    override_flags,
+)
 from sigma_pyro.config import Config, _coerce, field_types, flag, load_config, nest_overrides
 from sigma_pyro.errors import ConfigError
 from sigma_pyro.experiments.parallel import check_jobs, run_all
 
 BASELINE = "preset"
 TUNING_METRICS = tuple(f"valid_{m}" for m in METRICS)
-COLUMNS = ("setting", "status", *TUNING_METRICS, "best_epoch", "epochs",
-           "stopped_early", "wall_seconds", "criterion", "code", "command")
+COLUMNS = (
+    "setting",
+    "status",
+    *TUNING_METRICS,
+    "best_epoch",
+    "epochs",
+    "stopped_early",
+    "wall_seconds",
+    "criterion",
+    "code",
+    "command",
+)
 RESULTS, REPORT = "tuning.csv", "tuning.md"
 # Settings that change what is measured or how, not the model: sweeping them is a mistake.
-NOT_TUNABLE = {"path", "format", "user_column", "item_column", "time_column", "rating_column",
-               "min_rating", "kcore", "synthetic_users", "synthetic_items",
-               "synthetic_categories", "synthetic_seed", "seed", "device", "progress", "ks",
-               "mask_history", "early_stop_metric", "eval_batch_size", "item_chunk_size"}
+NOT_TUNABLE = {
+    "path",
+    "format",
+    "user_column",
+    "item_column",
+    "time_column",
+    "rating_column",
+    "min_rating",
+    "kcore",
+    "synthetic_users",
+    "synthetic_items",
+    "synthetic_categories",
+    "synthetic_seed",
+    "seed",
+    "device",
+    "progress",
+    "ks",
+    "mask_history",
+    "early_stop_metric",
+    "eval_batch_size",
+    "item_chunk_size",
+}
 
 
 def parse_sweep(spec: str) -> tuple[str, list]:
@@ -81,8 +115,7 @@ def tuning_settings(base: Config, sweeps: Sequence[tuple[str, list]]) -> dict[st
     return settings
 
 
-def _configs(settings: dict[str, dict], preset: str | None,
-             overrides: dict) -> dict[str, Config]:
+def _configs(settings: dict[str, dict], preset: str | None, overrides: dict) -> dict[str, Config]:
     """One validated configuration per setting, so that an impossible value fails before
     anything trains."""
     configs = {}
@@ -103,10 +136,13 @@ def train_and_validate(config: Config, run_dir: Path, log: Callable[[str], None]
     started = time.perf_counter()
     summary = rec.fit(out_dir=run_dir, resume=(run_dir / STATE_FILE).is_file(), log=log)
     valid = summary.best_valid
-    return {**{f"valid_{m}": valid.get(m, math.nan) for m in METRICS},
-            "best_epoch": summary.best_epoch, "epochs": summary.epochs_run,
-            "stopped_early": summary.stopped_early,
-            "wall_seconds": round(time.perf_counter() - started, 1)}
+    return {
+        **{f"valid_{m}": valid.get(m, math.nan) for m in METRICS},
+        "best_epoch": summary.best_epoch,
+        "epochs": summary.epochs_run,
+        "stopped_early": summary.stopped_early,
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
 
 
 def _command(out, sweeps, preset, overrides) -> str:
@@ -117,10 +153,15 @@ def _command(out, sweeps, preset, overrides) -> str:
     return shlex.join(words)
 
 
-def run_tuning(out_dir: str | Path, sweeps: Sequence[tuple[str, list]],
-               preset: str | None = None, overrides: dict | None = None,
-               progress: bool = True, log: Callable[[str], None] | None = None,
-               jobs: int = 1) -> pd.DataFrame:
+def run_tuning(
+    out_dir: str | Path,
+    sweeps: Sequence[tuple[str, list]],
+    preset: str | None = None,
+    overrides: dict | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    jobs: int = 1,
+) -> pd.DataFrame:
     """Run (or resume) the sweeps and write ``tuning.csv`` and ``tuning.md``; returns the
     table. ``sweeps`` are :func:`parse_sweep` results; ``overrides`` flat settings applied to
     every run (``path``, ``epochs``, ...); ``jobs`` settings train at once, each in its own
@@ -138,26 +179,41 @@ def run_tuning(out_dir: str | Path, sweeps: Sequence[tuple[str, list]],
     configs = _configs(tuning_settings(base, sweeps), preset, overrides)
     criterion = base.train.early_stop_metric
     if criterion not in METRICS:
-        raise ConfigError(f"--early-stop-metric {criterion}: tuning ranks by one of "
-                          f"{', '.join(METRICS)}")
+        raise ConfigError(
+            f"--early-stop-metric {criterion}: tuning ranks by one of {', '.join(METRICS)}"
+        )
     command = _command(out, sweeps, preset, overrides)
     out.mkdir(parents=True, exist_ok=True)
     revision = git_revision()
     rows = pd.read_csv(out / RESULTS).to_dict("records") if (out / RESULTS).is_file() else []
     done = {str(row["setting"]) for row in rows}
     todo = [label for label in configs if label not in done]
-    bar = tqdm(total=len(configs), initial=len(configs) - len(todo), desc="tune",
-               disable=not progress, file=sys.stderr)
+    bar = tqdm(
+        total=len(configs),
+        initial=len(configs) - len(todo),
+        desc="tune",
+        disable=not progress,
+        file=sys.stderr,
+    )
 
     def record(label: str, row: dict) -> None:
-        rows.append({**row, "setting": label, "criterion": criterion, "code": revision,
-                     "command": command})
+        rows.append(
+            {**row, "setting": label, "criterion": criterion, "code": revision, "command": command}
+        )
         table = pd.DataFrame(rows, columns=list(COLUMNS))
         atomic_write_bytes(out / RESULTS, table.to_csv(index=False).encode("utf-8"))
         bar.update(1)
 
-    run_all({label: (train_and_validate, (configs[label], out / "runs" / label), f"[{label}] ")
-             for label in todo}, jobs, record, log, on_start=bar.set_postfix_str)
+    run_all(
+        {
+            label: (train_and_validate, (configs[label], out / "runs" / label), f"[{label}] ")
+            for label in todo
+        },
+        jobs,
+        record,
+        log,
+        on_start=bar.set_postfix_str,
+    )
     bar.close()
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     atomic_write_bytes(out / REPORT, render_tuning(table).encode("utf-8"))
@@ -186,19 +242,35 @@ def tuning_table(table: pd.DataFrame) -> str:
         reference = ok.loc[ok["setting"] == BASELINE, column]
         rows = []
         for values in ok.sort_values(column, ascending=False, kind="stable").to_dict("records"):
-            delta = (_number(values[column] - reference.iloc[0], 4, signed=True)
-                     if len(reference) else "n/a")
-            rows.append([f"`{values['setting']}`",
-                         *(_number(values[f"valid_{m}"]) for m in METRICS), delta,
-                         int(values["best_epoch"]), int(values["epochs"]),
-                         _duration(values["wall_seconds"])])
-        header = ["setting", *(f"valid {m}" for m in METRICS),
-                  f"Δ valid {criterion} vs preset", "best epoch", "epochs", "wall time"]
+            delta = (
+                _number(values[column] - reference.iloc[0], 4, signed=True)
+                if len(reference)
+                else "n/a"
+            )
+            rows.append(
+                [
+                    f"`{values['setting']}`",
+                    *(_number(values[f"valid_{m}"]) for m in METRICS),
+                    delta,
+                    int(values["best_epoch"]),
+                    int(values["epochs"]),
+                    _duration(values["wall_seconds"]),
+                ]
+            )
+        header = [
+            "setting",
+            *(f"valid {m}" for m in METRICS),
+            f"Δ valid {criterion} vs preset",
+            "best epoch",
+            "epochs",
+            "wall time",
+        ]
         parts.append(_table(header, rows))
     failed = table[table["status"] != "ok"]
     if len(failed):
-        parts.append("Failed: " + "; ".join(f"`{r.setting}` ({r.status})"
-                                            for r in failed.itertuples()))
+        parts.append(
+            "Failed: " + "; ".join(f"`{r.setting}` ({r.status})" for r in failed.itertuples())
+        )
     return "\n\n".join(parts)
 
 
@@ -214,12 +286,18 @@ def tuning_summary(table: pd.DataFrame) -> str:
     """The command that ran the sweep, the best setting and the table of every setting."""
     best = best_setting(table)
     ok = table[table["status"] == "ok"]
-    choice = (f"Best validation {ok['criterion'].iloc[0]}: `{best}`." if best is not None
-              else "No finished tuning runs.")
-    return "\n\n".join(part for part in (tuning_provenance(table), choice, tuning_table(table))
-                       if part)
+    choice = (
+        f"Best validation {ok['criterion'].iloc[0]}: `{best}`."
+        if best is not None
+        else "No finished tuning runs."
+    )
+    return "\n\n".join(
+        part for part in (tuning_provenance(table), choice, tuning_table(table)) if part
+    )
 
 
 def render_tuning(table: pd.DataFrame) -> str:
-    return ("# Tuning on validation\n\nGenerated by `sigma-pyro tune`; the test split was not "
-            "scored.\n\n" + tuning_summary(table) + "\n")
+    return (
+        "# Tuning on validation\n\nGenerated by `sigma-pyro tune`; the test split was not "
+        "scored.\n\n" + tuning_summary(table) + "\n"
+    )

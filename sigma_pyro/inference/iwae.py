@@ -42,13 +42,18 @@ def _per_sequence(site, mask: torch.Tensor) -> torch.Tensor:
         # The tokens plates: real positions in row-major order of the mask.
         owner = mask.nonzero(as_tuple=True)[0]
         return torch.zeros(rows, dtype=log_prob.dtype, device=log_prob.device).index_add_(
-            0, owner, log_prob)
+            0, owner, log_prob
+        )
     return log_prob.reshape(rows, -1).sum(dim=1)
 
 
 @torch.no_grad()
-def log_weights(module, batch: SequenceBatch, include_interests: bool = False,
-                precomputed: Precomputed = NOTHING_PRECOMPUTED) -> torch.Tensor:
+def log_weights(
+    module,
+    batch: SequenceBatch,
+    include_interests: bool = False,
+    precomputed: Precomputed = NOTHING_PRECOMPUTED,
+) -> torch.Tensor:
     """One importance weight log p(x, z) - log q(z | x) per sequence, [B], z ~ q."""
     model_trace, guide_trace = traces(module, batch, 1.0, 1.0, precomputed)
     sites = MAIN_SITES + (INTEREST_SITES if include_interests else ())
@@ -67,15 +72,23 @@ def _deterministic_parts(module, batch: SequenceBatch) -> Precomputed:
     computed once here, not 2S times by the guide and model of S draws. The exact softmax
     is forced because the sampled one is a training device whose value depends on the
     negatives drawn."""
-    interests = (module.extract_interests(batch.items, batch.mask)
-                 if module.prior.requires_interests else None)
-    return Precomputed(encoding=module.encode(batch.items), interests=interests,
-                       likelihood="full")
+    interests = (
+        module.extract_interests(batch.items, batch.mask)
+        if module.prior.requires_interests
+        else None
+    )
+    return Precomputed(encoding=module.encode(batch.items), interests=interests, likelihood="full")
 
 
-def iwae_log_likelihood(module, sequences: list[np.ndarray], num_samples: int = 20,
-                        max_length: int = 50, batch_size: int = 256,
-                        include_interests: bool = False, device="cpu") -> dict:
+def iwae_log_likelihood(
+    module,
+    sequences: list[np.ndarray],
+    num_samples: int = 20,
+    max_length: int = 50,
+    batch_size: int = 256,
+    include_interests: bool = False,
+    device="cpu",
+) -> dict:
     """IWAE estimate of each sequence's log-likelihood with ``num_samples`` draws.
 
     ``sequences`` are full sequences of internal item ids (for the test split: the history
@@ -91,13 +104,20 @@ def iwae_log_likelihood(module, sequences: list[np.ndarray], num_samples: int = 
         for batch in TrainingBatches(sequences, batch_size, max_length, shuffle=False):
             batch = batch.to(device)
             precomputed = _deterministic_parts(module, batch)
-            draws = torch.stack([log_weights(module, batch, include_interests, precomputed)
-                                 for _ in range(num_samples)])                   # [S, B]
+            draws = torch.stack(
+                [
+                    log_weights(module, batch, include_interests, precomputed)
+                    for _ in range(num_samples)
+                ]
+            )  # [S, B]
             values.append((draws.logsumexp(dim=0) - math.log(num_samples)).cpu())
             rows.append(batch.index.cpu())
             tokens += batch.num_tokens
     if not values:
         raise ValueError("no sequence has two or more items to score")
     per_sequence = torch.cat(values)[torch.cat(rows).argsort()].double().numpy()
-    return {"per_sequence": per_sequence, "per_token": float(per_sequence.sum() / tokens),
-            "num_tokens": tokens}
+    return {
+        "per_sequence": per_sequence,
+        "per_token": float(per_sequence.sum() / tokens),
+        "num_tokens": tokens,
+    }

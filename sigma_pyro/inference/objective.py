@@ -17,8 +17,13 @@ from sigma_pyro.data.batching import SequenceBatch
 from sigma_pyro.models.sequential_vae import NOTHING_PRECOMPUTED, Precomputed
 
 
-def traces(module, batch: SequenceBatch, kl_scale: float = 1.0, interest_scale: float = 1.0,
-           precomputed: Precomputed = NOTHING_PRECOMPUTED):
+def traces(
+    module,
+    batch: SequenceBatch,
+    kl_scale: float = 1.0,
+    interest_scale: float = 1.0,
+    precomputed: Precomputed = NOTHING_PRECOMPUTED,
+):
     """The guide traced and the model replayed against it, log-densities computed: the pair
     Trace_ELBO itself builds, and the one helper everything else that reads sites uses."""
     args = (batch, kl_scale, interest_scale, precomputed)
@@ -35,8 +40,9 @@ def _unscaled(site) -> torch.Tensor:
 
 
 @torch.no_grad()
-def elbo_terms(module, batch: SequenceBatch, kl_scale: float = 1.0,
-               interest_scale: float = 1.0) -> dict[str, float]:
+def elbo_terms(
+    module, batch: SequenceBatch, kl_scale: float = 1.0, interest_scale: float = 1.0
+) -> dict[str, float]:
     """``nll`` (next item) and ``kl_z`` (one-sample estimate of KL(q(z)||p(z))) per real
     position; when present, ``interest_nll`` per position the interest head scored, and the
     weighted ``orthogonality``, ``balance`` and ``sharpness`` penalties per real position;
@@ -52,9 +58,11 @@ def elbo_terms(module, batch: SequenceBatch, kl_scale: float = 1.0,
         if site["type"] == "sample":
             terms["loss"] += site["log_prob_sum"].item() / tokens
     terms["nll"] = -model_trace.nodes["next_item"]["log_prob_sum"].item() / tokens
-    terms["kl_z"] = (0.0 if "z" not in model_trace.nodes else
-                     (_unscaled(guide_trace.nodes["z"]) - _unscaled(model_trace.nodes["z"])).item()
-                     / tokens)
+    terms["kl_z"] = (
+        0.0
+        if "z" not in model_trace.nodes
+        else (_unscaled(guide_trace.nodes["z"]) - _unscaled(model_trace.nodes["z"])).item() / tokens
+    )
     if "interest_next_item" in model_trace.nodes:
         # Per position that the (possibly subsampled) interest plate scored.
         site = model_trace.nodes["interest_next_item"]
@@ -65,8 +73,9 @@ def elbo_terms(module, batch: SequenceBatch, kl_scale: float = 1.0,
     return terms
 
 
-def first_non_finite_site(module, batch: SequenceBatch, kl_scale: float,
-                          interest_scale: float) -> str | None:
+def first_non_finite_site(
+    module, batch: SequenceBatch, kl_scale: float, interest_scale: float
+) -> str | None:
     """Name of the first model or guide site whose log-density is not finite."""
     try:
         # With argument validation on, a NaN parameter raises before any site is recorded,

@@ -25,13 +25,16 @@ def _prior(module, loc_shape, interests, device):
     return td.MixtureSameFamily(td.Categorical(probs=interests.intensity), components)
 
 
-def plain_negative_elbo(module, batch: SequenceBatch, kl_scale: float = 1.0,
-                        interest_scale: float = 1.0) -> torch.Tensor:
+def plain_negative_elbo(
+    module, batch: SequenceBatch, kl_scale: float = 1.0, interest_scale: float = 1.0
+) -> torch.Tensor:
     """Single-sample annealed negative ELBO of the batch (full-softmax likelihood, and the
     standard normal or semantic mixture prior)."""
     if module.config.prior not in ("normal", "sigma") or module.config.likelihood != "full":
-        raise ValueError("the plain objective covers the normal and sigma priors with the "
-                         "full-softmax likelihood")
+        raise ValueError(
+            "the plain objective covers the normal and sigma priors with the "
+            "full-softmax likelihood"
+        )
     mask = batch.mask
     loc, scale = module.encode(batch.items)
     q_z = td.Independent(td.Normal(loc, scale), 1)
@@ -41,14 +44,21 @@ def plain_negative_elbo(module, batch: SequenceBatch, kl_scale: float = 1.0,
     if module.prior.requires_interests:
         interests = module.extract_interests(batch.items, mask)
         loss = loss + interest_scale * _interest_nll(module, batch, interests)
-    kl = (q_z.log_prob(z) - _prior(module, loc.shape, interests, loc.device).log_prob(z))
+    kl = q_z.log_prob(z) - _prior(module, loc.shape, interests, loc.device).log_prob(z)
     loss = loss + kl_scale * kl[mask].sum()
     representation = module.decode(z)[mask]
     # The same fused output layer as the Pyro model's likelihood, so that the time ratio
     # compares the probabilistic-programming layer and nothing else.
-    loss = loss + linear_cross_entropy(representation, module.item_embedding.weight[1:],
-                                       module.item_bias, batch.targets[mask] - 1,
-                                       module.logits_workspace).sum()
+    loss = (
+        loss
+        + linear_cross_entropy(
+            representation,
+            module.item_embedding.weight[1:],
+            module.item_bias,
+            batch.targets[mask] - 1,
+            module.logits_workspace,
+        ).sum()
+    )
     if interests is not None:
         loss = loss + representation.shape[0] * _penalties(module, interests, mask)
     return loss
@@ -71,6 +81,8 @@ def _penalties(module, interests, mask: torch.Tensor) -> torch.Tensor:
     config, extractor = module.config, module.interests
     rows = torch.arange(mask.shape[0], device=mask.device)
     last = mask.sum(dim=1) - 1
-    return (config.orthogonality_weight * extractor.orthogonality_penalty()
-            + config.balance_weight * balance_penalty(interests.intensity[rows, last])
-            + config.sharpness_weight * sharpness_penalty(interests.assignment, mask))
+    return (
+        config.orthogonality_weight * extractor.orthogonality_penalty()
+        + config.balance_weight * balance_penalty(interests.intensity[rows, last])
+        + config.sharpness_weight * sharpness_penalty(interests.assignment, mask)
+    )

@@ -17,8 +17,13 @@ from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
 from pyro.infer.util import zero_grads
 from tqdm.auto import tqdm
 
-from sigma_pyro.runtime.checkpoint import (FORMAT_VERSION, STATE_FILE, atomic_torch_save,
-                                   library_versions, safe_torch_load)
+from sigma_pyro.runtime.checkpoint import (
+    FORMAT_VERSION,
+    STATE_FILE,
+    atomic_torch_save,
+    library_versions,
+    safe_torch_load,
+)
 from sigma_pyro.config import Config, early_stop_cutoff, flag
 from sigma_pyro.data.batching import TrainingBatches
 from sigma_pyro.data.dataset import LeaveOneOutSplit
@@ -36,8 +41,8 @@ class TrainingError(SigmaPyroError):
 class EpochRecord:
     epoch: int
     step: int
-    loss: float                      # mean annealed negative ELBO per real position
-    terms: dict[str, float]          # ELBO terms on a fixed monitoring batch
+    loss: float  # mean annealed negative ELBO per real position
+    terms: dict[str, float]  # ELBO terms on a fixed monitoring batch
     valid: dict[str, float]
     kl_scale: float
     interest_scale: float
@@ -87,7 +92,11 @@ class _Progress:
     best_valid: dict[str, float] = field(default_factory=dict)
 
     def improved(self, record: EpochRecord, metric: str) -> None:
-        self.best, self.best_epoch, self.best_valid = record.valid[metric], record.epoch, record.valid
+        self.best, self.best_epoch, self.best_valid = (
+            record.valid[metric],
+            record.epoch,
+            record.valid,
+        )
         self.bad_epochs = 0
 
 
@@ -99,10 +108,15 @@ class Trainer:
     ``state_dir/last.pt`` after every epoch.
     """
 
-    def __init__(self, module, split: LeaveOneOutSplit, config: Config,
-                 state_dir: Path | None = None,
-                 on_improvement: Callable | None = None,
-                 log: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        module,
+        split: LeaveOneOutSplit,
+        config: Config,
+        state_dir: Path | None = None,
+        on_improvement: Callable | None = None,
+        log: Callable[[str], None] | None = None,
+    ):
         self.module = module
         self.split = split
         self.config = config
@@ -116,8 +130,10 @@ class Trainer:
         and global torch RNG are left as they were: training runs in its own scope with its
         own seed."""
         device = self.device
-        with (pyro.get_param_store().scope(),
-              torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])):
+        with (
+            pyro.get_param_store().scope(),
+            torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
+        ):
             torch.manual_seed(self.config.train.seed)
             return self._fit(resume)
 
@@ -126,15 +142,27 @@ class Trainer:
         module = self.module.to(self.device)
         optimizer = pyro.optim.ClippedAdam({"lr": cfg.train.lr, "clip_norm": cfg.train.clip_norm})
         amp = cfg.train.mixed_precision
-        svi = SVI(autocast_program(module.model, self.device, amp),
-                  autocast_program(module.guide, self.device, amp), optimizer,
-                  (TraceMeanField_ELBO if cfg.train.analytic_kl else Trace_ELBO)(
-                      num_particles=cfg.train.num_particles))
+        svi = SVI(
+            autocast_program(module.model, self.device, amp),
+            autocast_program(module.guide, self.device, amp),
+            optimizer,
+            (TraceMeanField_ELBO if cfg.train.analytic_kl else Trace_ELBO)(
+                num_particles=cfg.train.num_particles
+            ),
+        )
         batches = TrainingBatches.for_training(self.split.train, cfg)
         if len(batches) == 0:
             raise TrainingError("no user has a training sequence of 2 or more items")
-        monitor = next(iter(TrainingBatches(self.split.train, min(cfg.train.batch_size, 256),
-                                            cfg.model.max_seq_length, shuffle=False)))
+        monitor = next(
+            iter(
+                TrainingBatches(
+                    self.split.train,
+                    min(cfg.train.batch_size, 256),
+                    cfg.model.max_seq_length,
+                    shuffle=False,
+                )
+            )
+        )
         monitor = monitor.to(self.device)
         progress = _Progress()
         if resume:
@@ -142,7 +170,8 @@ class Trainer:
         metric = cfg.train.early_stop_metric
         cutoff = early_stop_cutoff(metric)
         eval_config = dataclasses.replace(
-            cfg.eval, ks=sorted(set(cfg.eval.ks) | ({cutoff} if cutoff else set())))
+            cfg.eval, ks=sorted(set(cfg.eval.ks) | ({cutoff} if cutoff else set()))
+        )
         history: list[EpochRecord] = []
         while progress.epoch < cfg.train.epochs:
             if progress.bad_epochs >= cfg.train.patience > 0:
@@ -159,11 +188,13 @@ class Trainer:
             self.log(self._format(record, metric, improved))
             self._save(optimizer, progress)
         stopped_early = progress.bad_epochs >= cfg.train.patience > 0
-        return TrainingSummary(progress.best_epoch, progress.best_valid, progress.epoch,
-                               stopped_early, history)
+        return TrainingSummary(
+            progress.best_epoch, progress.best_valid, progress.epoch, stopped_early, history
+        )
 
-    def _epoch(self, svi: SVI, batches: TrainingBatches, monitor, eval_config,
-               progress: _Progress) -> EpochRecord:
+    def _epoch(
+        self, svi: SVI, batches: TrainingBatches, monitor, eval_config, progress: _Progress
+    ) -> EpochRecord:
         """One pass over the training batches, then the monitoring terms and validation."""
         cfg, module = self.config, self.module
         started = time.perf_counter()
@@ -171,8 +202,13 @@ class Trainer:
         batches.set_epoch(progress.epoch)
         lam = interest_scale(cfg, progress.epoch)
         total_loss, total_tokens = 0.0, 0
-        bar = tqdm(batches, desc=f"epoch {progress.epoch + 1}", leave=False,
-                   disable=not cfg.train.progress, file=sys.stderr)
+        bar = tqdm(
+            batches,
+            desc=f"epoch {progress.epoch + 1}",
+            leave=False,
+            disable=not cfg.train.progress,
+            file=sys.stderr,
+        )
         for batch in bar:
             batch = batch.to(self.device)
             beta = kl_scale(cfg, progress.step)
@@ -180,13 +216,16 @@ class Trainer:
             where = f"epoch {progress.epoch + 1}, step {progress.step + 1}"
             if not math.isfinite(loss):
                 site = first_non_finite_site(module, batch, beta, lam)
-                raise TrainingError(f"non-finite ELBO at {where}{f' ({site})' if site else ''}; "
-                                    "the last good checkpoint is kept")
+                raise TrainingError(
+                    f"non-finite ELBO at {where}{f' ({site})' if site else ''}; "
+                    "the last good checkpoint is kept"
+                )
             if bad_gradients:
                 raise TrainingError(
                     f"non-finite gradient at {where} in {len(bad_gradients)} parameters "
                     f"({', '.join(bad_gradients[:3])}{', ...' if len(bad_gradients) > 3 else ''}"
-                    "); not applied, the last good checkpoint is kept")
+                    "); not applied, the last good checkpoint is kept"
+                )
             progress.step += 1
             total_loss += loss
             total_tokens += batch.num_tokens
@@ -195,15 +234,34 @@ class Trainer:
         beta = kl_scale(cfg, progress.step)
         terms = elbo_terms(module, monitor, beta, lam)
         split, length = self.split, cfg.model.max_seq_length
-        valid = evaluate_module(module, split.valid_history, split.valid_target, eval_config,
-                                length, self.device)
-        interest_valid = {} if module.interests is None else evaluate_module(
-            module, split.valid_history, split.valid_target,
-            dataclasses.replace(eval_config, ks=[20], posterior_samples=0), length,
-            self.device, head="interests")
+        valid = evaluate_module(
+            module, split.valid_history, split.valid_target, eval_config, length, self.device
+        )
+        interest_valid = (
+            {}
+            if module.interests is None
+            else evaluate_module(
+                module,
+                split.valid_history,
+                split.valid_target,
+                dataclasses.replace(eval_config, ks=[20], posterior_samples=0),
+                length,
+                self.device,
+                head="interests",
+            )
+        )
         progress.epoch += 1
-        return EpochRecord(progress.epoch, progress.step, total_loss / total_tokens, terms, valid,
-                           beta, lam, time.perf_counter() - started, interest_valid)
+        return EpochRecord(
+            progress.epoch,
+            progress.step,
+            total_loss / total_tokens,
+            terms,
+            valid,
+            beta,
+            lam,
+            time.perf_counter() - started,
+            interest_valid,
+        )
 
     def _restore(self, optimizer, progress: _Progress) -> None:
         """Continue from ``state_dir/last.pt`` when there is one."""
@@ -221,25 +279,35 @@ class Trainer:
             progress.best, progress.best_epoch = state["best"], state["best_epoch"]
             progress.bad_epochs, progress.best_valid = state["bad_epochs"], state["best_valid"]
         except (KeyError, RuntimeError, TypeError, AttributeError) as err:
-            raise CheckpointError(f"{self.state_dir / STATE_FILE}: cannot resume from it "
-                                  f"({str(err).splitlines()[0]})") from None
+            raise CheckpointError(
+                f"{self.state_dir / STATE_FILE}: cannot resume from it ({str(err).splitlines()[0]})"
+            ) from None
         self.log(f"resumed from {self.state_dir / STATE_FILE} at epoch {progress.epoch}")
 
     def _save(self, optimizer, progress: _Progress) -> None:
         """The resumable state after an epoch: weights, optimiser, RNG and progress."""
         if self.state_dir is None:
             return
-        atomic_torch_save({
-            "format_version": FORMAT_VERSION, "versions": library_versions(),
-            "config": self.config.to_dict(),
-            "module": self.module.state_dict(), "optimizer": optimizer.get_state(),
-            "rng": torch.get_rng_state(),
-            "cuda_rng": (torch.cuda.get_rng_state(self.device)
-                         if self.device.type == "cuda" else None),
-            "epoch": progress.epoch, "step": progress.step,
-            "best": progress.best, "best_epoch": progress.best_epoch,
-            "bad_epochs": progress.bad_epochs, "best_valid": progress.best_valid,
-        }, self.state_dir / STATE_FILE)
+        atomic_torch_save(
+            {
+                "format_version": FORMAT_VERSION,
+                "versions": library_versions(),
+                "config": self.config.to_dict(),
+                "module": self.module.state_dict(),
+                "optimizer": optimizer.get_state(),
+                "rng": torch.get_rng_state(),
+                "cuda_rng": (
+                    torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+                ),
+                "epoch": progress.epoch,
+                "step": progress.step,
+                "best": progress.best,
+                "best_epoch": progress.best_epoch,
+                "bad_epochs": progress.bad_epochs,
+                "best_valid": progress.best_valid,
+            },
+            self.state_dir / STATE_FILE,
+        )
 
     def _step(self, svi: SVI, batch, beta: float, lam: float) -> tuple[float, list[str]]:
         """``svi.step`` that refuses to apply a non-finite loss or gradient: the parameters
@@ -258,8 +326,11 @@ class Trainer:
         if math.isfinite(loss):
             norms = [p.grad.norm() for p in params if p.grad is not None]
             if norms and not torch.isfinite(torch.stack(norms)).all():
-                bad = [name for name, p in self.module.named_parameters()
-                       if p.grad is not None and not torch.isfinite(p.grad).all()]
+                bad = [
+                    name
+                    for name, p in self.module.named_parameters()
+                    if p.grad is not None and not torch.isfinite(p.grad).all()
+                ]
             else:
                 svi.optim(params)
         zero_grads(params)
@@ -273,22 +344,32 @@ class Trainer:
         state = safe_torch_load(path, map_location=self.device)
         version = state.get("format_version") if isinstance(state, dict) else None
         if version != FORMAT_VERSION:
-            raise CheckpointError(f"{path}: format version {version!r}, expected "
-                                  f"{FORMAT_VERSION}; train again without --resume")
+            raise CheckpointError(
+                f"{path}: format version {version!r}, expected "
+                f"{FORMAT_VERSION}; train again without --resume"
+            )
         saved, current = state.get("config", {}).get("model", {}), self.config.to_dict()["model"]
-        changed = sorted(flag(name) for name in saved.keys() & current.keys()
-                         if saved[name] != current[name])
+        changed = sorted(
+            flag(name) for name in saved.keys() & current.keys() if saved[name] != current[name]
+        )
         if changed:
-            raise CheckpointError(f"{path}: written with other model settings "
-                                  f"({', '.join(changed)}); resume with the same ones")
+            raise CheckpointError(
+                f"{path}: written with other model settings "
+                f"({', '.join(changed)}); resume with the same ones"
+            )
         return state
 
     @staticmethod
     def _format(r: EpochRecord, metric: str, improved: bool) -> str:
         terms = " ".join(f"{k}={v:.4f}" for k, v in r.terms.items())
-        return (f"epoch {r.epoch:3d} step {r.step:6d} loss/token={r.loss:.4f} [{terms}] "
-                f"beta={r.kl_scale:.2e} lambda={r.interest_scale:.4f} "
-                f"valid {metric}={r.valid[metric]:.4f} recall@20={r.valid.get('recall@20', float('nan')):.4f} "
-                + (f"interest-head ndcg@20={r.interest_valid['ndcg@20']:.4f} "
-                   if r.interest_valid else "")
-                + f"{r.seconds:.1f}s{' *' if improved else ''}")
+        return (
+            f"epoch {r.epoch:3d} step {r.step:6d} loss/token={r.loss:.4f} [{terms}] "
+            f"beta={r.kl_scale:.2e} lambda={r.interest_scale:.4f} "
+            f"valid {metric}={r.valid[metric]:.4f} recall@20={r.valid.get('recall@20', float('nan')):.4f} "
+            + (
+                f"interest-head ndcg@20={r.interest_valid['ndcg@20']:.4f} "
+                if r.interest_valid
+                else ""
+            )
+            + f"{r.seconds:.1f}s{' *' if improved else ''}"
+        )

@@ -43,8 +43,10 @@ class FusedCategorical(dist.Categorical):
     def expand(self, batch_shape, _instance=None):
         # Plates broadcast every site through expand(): keep the fused form.
         batch_shape = torch.Size(batch_shape)
-        return FusedCategorical(self._raw_logits.expand(batch_shape + (self._num_events,)),
-                                validate_args=self._validate_args if _instance is None else None)
+        return FusedCategorical(
+            self._raw_logits.expand(batch_shape + (self._num_events,)),
+            validate_args=self._validate_args if _instance is None else None,
+        )
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
@@ -52,8 +54,11 @@ class FusedCategorical(dist.Categorical):
         if value.shape != self.batch_shape:
             return super().log_prob(value)
         # float(): logits computed under bfloat16 autocast are scored in float32.
-        flat = F.cross_entropy(self._raw_logits.float().reshape(-1, self._num_events),
-                               value.reshape(-1).long(), reduction="none")
+        flat = F.cross_entropy(
+            self._raw_logits.float().reshape(-1, self._num_events),
+            value.reshape(-1).long(),
+            reduction="none",
+        )
         return -flat.reshape(value.shape)
 
 
@@ -66,13 +71,22 @@ class OutputLayerCategorical(FusedCategorical):
     after the model returns, outside any autocast region the model ran in, so the matmul
     precision is taken from autocast when the distribution is built."""
 
-    def __init__(self, features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                 workspace: LogitsWorkspace, validate_args=None):
+    def __init__(
+        self,
+        features: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+        workspace: LogitsWorkspace,
+        validate_args=None,
+    ):
         self._features, self._weight, self._bias = features, weight, bias
         self._workspace = workspace
         device_type = features.device.type
-        self._matmul_dtype = (torch.get_autocast_dtype(device_type)
-                              if torch.is_autocast_enabled(device_type) else features.dtype)
+        self._matmul_dtype = (
+            torch.get_autocast_dtype(device_type)
+            if torch.is_autocast_enabled(device_type)
+            else features.dtype
+        )
         self._num_events = weight.shape[0]
         dist.TorchDistribution.__init__(self, features.shape[:-1], validate_args=validate_args)
 
@@ -94,5 +108,11 @@ class OutputLayerCategorical(FusedCategorical):
             return super().log_prob(value)
         if self._validate_args:
             self._validate_sample(value)
-        return -linear_cross_entropy(self._features, self._weight, self._bias, value.long(),
-                                     self._workspace, self._matmul_dtype)
+        return -linear_cross_entropy(
+            self._features,
+            self._weight,
+            self._bias,
+            value.long(),
+            self._workspace,
+            self._matmul_dtype,
+        )

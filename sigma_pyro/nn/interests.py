@@ -53,17 +53,24 @@ class InterestExtractor(nn.Module):
     sequence, which leaks future items into the prior).
     """
 
-    def __init__(self, hidden_size: int, num_interests: int, temperature: float = 0.1,
-                 trainable_prototypes: bool = True, learn_temperature: bool = True,
-                 decay: float = 1.0):
+    def __init__(
+        self,
+        hidden_size: int,
+        num_interests: int,
+        temperature: float = 0.1,
+        trainable_prototypes: bool = True,
+        learn_temperature: bool = True,
+        decay: float = 1.0,
+    ):
         super().__init__()
         self.decay = decay
         prototypes = torch.empty(num_interests, hidden_size)
         # Orthogonal initialisation starts at the penalty's minimum.
         nn.init.orthogonal_(prototypes)
         self.raw_prototypes = nn.Parameter(prototypes, requires_grad=trainable_prototypes)
-        self.log_temperature = nn.Parameter(torch.tensor(math.log(temperature)),
-                                            requires_grad=learn_temperature)
+        self.log_temperature = nn.Parameter(
+            torch.tensor(math.log(temperature)), requires_grad=learn_temperature
+        )
         self.to_latent = nn.Linear(hidden_size, hidden_size)
         self.log_variance = nn.Sequential(
             nn.Linear(2 * hidden_size, hidden_size), nn.Tanh(), nn.Linear(hidden_size, hidden_size)
@@ -95,8 +102,8 @@ class InterestExtractor(nn.Module):
         weights = mask.unsqueeze(-1).float()
         assignment = self.assign(item_vectors) * weights
         if self.decay == 1.0:
-            mass = assignment.cumsum(dim=1)                               # [B, L, K]
-            count = weights.cumsum(dim=1)                                 # [B, L, 1]
+            mass = assignment.cumsum(dim=1)  # [B, L, K]
+            count = weights.cumsum(dim=1)  # [B, L, 1]
             weighted = (assignment.unsqueeze(-1) * item_vectors.unsqueeze(-2)).cumsum(dim=1)
         else:
             # sum_{s<=t} decay^(t-s) x_s = decay^t cumsum(decay^-s x_s), in float64: decay^-s
@@ -125,8 +132,12 @@ class InterestExtractor(nn.Module):
             weights = weights * self.decay ** age.unsqueeze(-1).float()
         assignment = self.assign(item_vectors) * mask.unsqueeze(-1)
         weighted = torch.einsum("blk,bld->bkd", assignment * weights, item_vectors)
-        return self._gaussians(assignment, (assignment * weights).sum(dim=1),
-                               weights.sum(dim=1).clamp_min(1e-6), weighted)
+        return self._gaussians(
+            assignment,
+            (assignment * weights).sum(dim=1),
+            weights.sum(dim=1).clamp_min(1e-6),
+            weighted,
+        )
 
     def _gaussians(self, assignment, mass, count, weighted) -> Interests:
         """Intensities and components from the assignment mass [..., K], the item count
@@ -136,8 +147,9 @@ class InterestExtractor(nn.Module):
         log_var = self.log_variance(torch.cat([prototypes, loc], dim=-1)).float().clamp(-10.0, 5.0)
         scale = (0.5 * log_var).exp() + _MIN_SCALE
         # Numerically empty interests keep a valid (tiny) weight so log-densities stay finite.
-        return Interests(assignment, (mass / count).clamp_min(1e-8), loc,
-                         self.to_latent(loc).float(), scale)
+        return Interests(
+            assignment, (mass / count).clamp_min(1e-8), loc, self.to_latent(loc).float(), scale
+        )
 
 
 def balance_penalty(intensity: torch.Tensor) -> torch.Tensor:

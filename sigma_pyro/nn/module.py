@@ -47,33 +47,50 @@ class SigmaModule(nn.Module):
         # log Q(item) of the negative sampler (sampled likelihood); popularity once
         # set_sampling_counts is called, uniform until then. Saved with the weights.
         self.register_buffer("sampling_log_q", torch.full((num_items,), -math.log(num_items)))
-        self.encoder = CausalTransformer(d, config.num_layers, config.num_heads,
-                                         config.max_seq_length, config.hidden_dropout,
-                                         config.attention_dropout)
+        self.encoder = CausalTransformer(
+            d,
+            config.num_layers,
+            config.num_heads,
+            config.max_seq_length,
+            config.hidden_dropout,
+            config.attention_dropout,
+        )
         self.loc_head = nn.Linear(d, d)
         self.scale_head = nn.Linear(d, d)
         # Start with a nearly deterministic encoder: with unit posterior noise the decoder
         # sees mostly noise and learning stalls before the KL term can shape anything.
         nn.init.constant_(self.scale_head.bias, _INITIAL_SCALE_BIAS)
-        self.decoder = CausalTransformer(d, config.decoder_layers, config.num_heads,
-                                         config.max_seq_length, config.hidden_dropout,
-                                         config.attention_dropout,
-                                         input_dropout=config.decoder_input_dropout)
+        self.decoder = CausalTransformer(
+            d,
+            config.decoder_layers,
+            config.num_heads,
+            config.max_seq_length,
+            config.hidden_dropout,
+            config.attention_dropout,
+            input_dropout=config.decoder_input_dropout,
+        )
         self.prior = build_prior(config)
         self.interest_embedding = None
         self.interests = (
-            InterestExtractor(d, config.num_interests, config.assignment_temperature,
-                              trainable_prototypes=config.train_prototypes,
-                              learn_temperature=config.learn_assignment_temperature,
-                              decay=config.interest_decay)
-            if self.prior.requires_interests else None
+            InterestExtractor(
+                d,
+                config.num_interests,
+                config.assignment_temperature,
+                trainable_prototypes=config.train_prototypes,
+                learn_temperature=config.learn_assignment_temperature,
+                decay=config.interest_decay,
+            )
+            if self.prior.requires_interests
+            else None
         )
         if self.interests is not None and config.interest_embedding != "shared":
             # The interest head's cosine geometry pulls item vectors into clusters, which
             # fights the main head's dot-product geometry when both use one table.
             self.interest_embedding = (
-                nn.Linear(d, d) if config.interest_embedding == "projected"
-                else nn.Embedding(num_items + 1, d, padding_idx=0))
+                nn.Linear(d, d)
+                if config.interest_embedding == "projected"
+                else nn.Embedding(num_items + 1, d, padding_idx=0)
+            )
             if config.interest_embedding == "separate":
                 nn.init.normal_(self.interest_embedding.weight, std=0.02)
         self.logits_workspace = LogitsWorkspace()
@@ -112,12 +129,13 @@ class SigmaModule(nn.Module):
         """Representation [B, L, D] used to score the next item; causal over z_<=t."""
         return self.decoder(z)
 
-    def item_logits(self, representation: torch.Tensor, start: int = 1,
-                    stop: int | None = None) -> torch.Tensor:
+    def item_logits(
+        self, representation: torch.Tensor, start: int = 1, stop: int | None = None
+    ) -> torch.Tensor:
         """Scores of internal items start..stop-1 (padding excluded by default)."""
         stop = self.num_items + 1 if stop is None else stop
         weight = self.item_embedding.weight[start:stop]
-        bias = self.item_bias[start - 1: stop - 1]
+        bias = self.item_bias[start - 1 : stop - 1]
         if representation.dim() == 2:
             # One fused kernel instead of a matmul and a pass over [positions x items].
             return torch.addmm(bias, representation, weight.T)
@@ -125,16 +143,18 @@ class SigmaModule(nn.Module):
 
     def next_item_distribution(self, representation: torch.Tensor) -> OutputLayerCategorical:
         """The full-softmax likelihood p(next item | representation [M, D]) over all items."""
-        return OutputLayerCategorical(representation, self.item_embedding.weight[1:],
-                                      self.item_bias, self.logits_workspace)
+        return OutputLayerCategorical(
+            representation, self.item_embedding.weight[1:], self.item_bias, self.logits_workspace
+        )
 
     def set_sampling_counts(self, counts: torch.Tensor) -> None:
         """Popularity sampler for negatives: Q(item) proportional to its training count + 1."""
         smoothed = counts.to(self.sampling_log_q) + 1.0
         self.sampling_log_q.copy_((smoothed / smoothed.sum()).log())
 
-    def sampled_logits(self, representation: torch.Tensor, targets: torch.Tensor,
-                       num_negatives: int) -> torch.Tensor:
+    def sampled_logits(
+        self, representation: torch.Tensor, targets: torch.Tensor, num_negatives: int
+    ) -> torch.Tensor:
         """Sampled-softmax logits [M, 1 + N]: the target in column 0, then N negatives drawn
         from Q and shared by the batch, all corrected by -log Q (Jean et al. 2015) so the
         softmax over the sample estimates the full one. A negative that is the row's own
@@ -145,11 +165,17 @@ class SigmaModule(nn.Module):
         weight = self.item_embedding.weight[1:]
         positive = (representation * weight[targets]).sum(-1) + self.item_bias[targets]
         negative = representation @ weight[negatives].T + self.item_bias[negatives]
-        logits = torch.cat([(positive - self.sampling_log_q[targets]).unsqueeze(-1),
-                            negative - self.sampling_log_q[negatives]], dim=-1)
+        logits = torch.cat(
+            [
+                (positive - self.sampling_log_q[targets]).unsqueeze(-1),
+                negative - self.sampling_log_q[negatives],
+            ],
+            dim=-1,
+        )
         accidental = negatives.unsqueeze(0) == targets.unsqueeze(-1)
         return logits.masked_fill(
-            torch.cat([torch.zeros_like(accidental[:, :1]), accidental], dim=-1), float("-inf"))
+            torch.cat([torch.zeros_like(accidental[:, :1]), accidental], dim=-1), float("-inf")
+        )
 
     def interest_plate(self, num_positions: int):
         """The plate of the interest head's scored positions. While training it subsamples
@@ -173,8 +199,9 @@ class SigmaModule(nn.Module):
         """The interests after each whole history (the last position's), cheaply."""
         return self.interests.at_last(self.interest_item_vectors(items), mask)
 
-    def interest_logits(self, interest_vectors: torch.Tensor, start: int = 1,
-                        stop: int | None = None) -> torch.Tensor:
+    def interest_logits(
+        self, interest_vectors: torch.Tensor, start: int = 1, stop: int | None = None
+    ) -> torch.Tensor:
         """Scores of internal items start..stop-1 from K interest vectors [M, K, D]: the
         best-matching interest decides, by cosine similarity over a temperature (the MIE-VAE
         scoring rule)."""

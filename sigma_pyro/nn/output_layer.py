@@ -38,8 +38,12 @@ class LogitsWorkspace:
     def take(self, rows: int, cols: int, like: torch.Tensor) -> torch.Tensor:
         need = rows * cols
         buffer = self._buffer
-        if (buffer is None or buffer.numel() < need or buffer.device != like.device
-                or buffer.dtype != like.dtype):
+        if (
+            buffer is None
+            or buffer.numel() < need
+            or buffer.device != like.device
+            or buffer.dtype != like.dtype
+        ):
             self._buffer = buffer = torch.empty(need, dtype=like.dtype, device=like.device)
         self.generation += 1
         return buffer[:need].view(rows, cols)
@@ -55,8 +59,12 @@ def _chunk_rows(logits: torch.Tensor) -> int:
 
 
 def _logsumexp_rows(logits: torch.Tensor) -> torch.Tensor:
-    return torch.cat([torch.logsumexp(chunk.to(_score_dtype(chunk)), dim=1)
-                      for chunk in logits.split(_chunk_rows(logits))])
+    return torch.cat(
+        [
+            torch.logsumexp(chunk.to(_score_dtype(chunk)), dim=1)
+            for chunk in logits.split(_chunk_rows(logits))
+        ]
+    )
 
 
 def _softmax_gradient_(logits, log_normaliser, grad_nll, targets) -> torch.Tensor:
@@ -68,8 +76,8 @@ def _softmax_gradient_(logits, log_normaliser, grad_nll, targets) -> torch.Tenso
         return logits.scatter_add_(1, targets.unsqueeze(1), -grad)
     rows = _chunk_rows(logits)
     for chunk, normaliser, grad, target in zip(
-            logits.split(rows), log_normaliser.split(rows), grad_nll.split(rows),
-            targets.split(rows)):
+        logits.split(rows), log_normaliser.split(rows), grad_nll.split(rows), targets.split(rows)
+    ):
         grad = grad.unsqueeze(1)
         probs = chunk.to(_score_dtype(chunk)).sub_(normaliser.unsqueeze(1)).exp_().mul_(grad)
         chunk.copy_(probs.scatter_add_(1, target.unsqueeze(1), -grad))
@@ -106,20 +114,31 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_nll = grad_nll.to(log_normaliser.dtype)
         grad_logits = _softmax_gradient_(logits, log_normaliser, grad_nll, targets)
         features_dtype, weight_dtype, bias_dtype = ctx.input_dtypes
-        grad_features = ((grad_logits @ weight).to(features_dtype)
-                         if ctx.needs_input_grad[0] else None)
-        grad_weight = ((grad_logits.t() @ features).to(weight_dtype)
-                       if ctx.needs_input_grad[1] else None)
-        grad_bias = (grad_logits.sum(0, dtype=log_normaliser.dtype).to(bias_dtype)
-                     if ctx.needs_input_grad[2] else None)
+        grad_features = (
+            (grad_logits @ weight).to(features_dtype) if ctx.needs_input_grad[0] else None
+        )
+        grad_weight = (
+            (grad_logits.t() @ features).to(weight_dtype) if ctx.needs_input_grad[1] else None
+        )
+        grad_bias = (
+            grad_logits.sum(0, dtype=log_normaliser.dtype).to(bias_dtype)
+            if ctx.needs_input_grad[2]
+            else None
+        )
         return grad_features, grad_weight, grad_bias, None, None, None
 
 
-def linear_cross_entropy(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                         targets: torch.Tensor, workspace: LogitsWorkspace,
-                         dtype: torch.dtype | None = None) -> torch.Tensor:
+def linear_cross_entropy(
+    features: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    targets: torch.Tensor,
+    workspace: LogitsWorkspace,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
     """Per-row ``-log softmax(features @ weight.T + bias)[target]`` (float32 or wider), [M] for
     features [M, D], weight [N, D], bias [N] and targets [M] in 0..N-1. ``dtype`` is the
     precision of the matmuls (default: that of ``features``)."""
-    return _LinearCrossEntropy.apply(features, weight, bias, targets, workspace,
-                                     dtype or features.dtype)
+    return _LinearCrossEntropy.apply(
+        features, weight, bias, targets, workspace, dtype or features.dtype
+    )

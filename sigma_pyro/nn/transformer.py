@@ -13,8 +13,9 @@ class CausalSelfAttentionBlock(nn.Module):
     """One pre-norm transformer block. Attention and hidden dropout are separate settings
     because the published presets use different values for them."""
 
-    def __init__(self, hidden_size: int, num_heads: int, hidden_dropout: float,
-                 attention_dropout: float):
+    def __init__(
+        self, hidden_size: int, num_heads: int, hidden_dropout: float, attention_dropout: float
+    ):
         super().__init__()
         if hidden_size % num_heads:
             raise ValueError("hidden_size must be divisible by num_heads")
@@ -25,7 +26,9 @@ class CausalSelfAttentionBlock(nn.Module):
         self.attention_out = nn.Linear(hidden_size, hidden_size)
         self.norm_ffn = nn.LayerNorm(hidden_size)
         self.ffn = nn.Sequential(
-            nn.Linear(hidden_size, 4 * hidden_size), nn.GELU(), Dropout(hidden_dropout),
+            nn.Linear(hidden_size, 4 * hidden_size),
+            nn.GELU(),
+            Dropout(hidden_dropout),
             nn.Linear(4 * hidden_size, hidden_size),
         )
         self.dropout = Dropout(hidden_dropout)
@@ -36,10 +39,15 @@ class CausalSelfAttentionBlock(nn.Module):
         heads = lambda t: t.view(batch, length, self.num_heads, -1).transpose(1, 2)  # noqa: E731
         # is_causal is the whole leakage guarantee: position t attends to positions <= t.
         attended = F.scaled_dot_product_attention(
-            heads(q), heads(k), heads(v), is_causal=True,
+            heads(q),
+            heads(k),
+            heads(v),
+            is_causal=True,
             dropout_p=self.attention_dropout if self.training else 0.0,
         )
-        x = x + self.dropout(self.attention_out(attended.transpose(1, 2).reshape(batch, length, width)))
+        x = x + self.dropout(
+            self.attention_out(attended.transpose(1, 2).reshape(batch, length, width))
+        )
         return x + self.dropout(self.ffn(self.norm_ffn(x)))
 
 
@@ -49,9 +57,16 @@ class CausalTransformer(nn.Module):
     ``input_dropout`` applies to the input vectors (default: ``hidden_dropout``); the
     decoder sets it apart because its inputs are z, not embeddings."""
 
-    def __init__(self, hidden_size: int, num_layers: int, num_heads: int, max_length: int,
-                 hidden_dropout: float, attention_dropout: float,
-                 input_dropout: float | None = None):
+    def __init__(
+        self,
+        hidden_size: int,
+        num_layers: int,
+        num_heads: int,
+        max_length: int,
+        hidden_dropout: float,
+        attention_dropout: float,
+        input_dropout: float | None = None,
+    ):
         super().__init__()
         self.position_embedding = nn.Embedding(max_length, hidden_size)
         # nn.Embedding's N(0, 1) default would drown the (small) item embeddings in the sum.

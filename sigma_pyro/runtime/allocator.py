@@ -57,7 +57,8 @@ def retain_freed_memory() -> bool:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         # With mmap off, glibc still falls back to it when the heap cannot grow.
         _applied = bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(
-            libc.mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM))
+            libc.mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM)
+        )
     except (OSError, AttributeError):
         return False
     return _applied

@@ -40,8 +40,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         os.replace(tmp, path)
     except OSError as err:
         Path(tmp).unlink(missing_ok=True)
-        raise CheckpointError(f"{path}: cannot write ({err.strerror or err}); "
-                              "the previous file is unchanged") from None
+        raise CheckpointError(
+            f"{path}: cannot write ({err.strerror or err}); the previous file is unchanged"
+        ) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -73,7 +74,9 @@ def safe_torch_load(path: Path, map_location="cpu"):
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if "weights_only" in str(err) or "Unsupported global" in str(err):
             reason = "it contains pickled objects other than tensors, refusing to load them"
-        raise CheckpointError(f"{path}: not a valid sigma-pyro checkpoint ({reason[:200]})") from None
+        raise CheckpointError(
+            f"{path}: not a valid sigma-pyro checkpoint ({reason[:200]})"
+        ) from None
 
 
 def read_json(path: Path) -> dict:
@@ -95,5 +98,8 @@ def library_versions() -> dict[str, str]:
     import sigma_pyro
 
     # str(): torch.__version__ is a TorchVersion, which weights_only loading refuses.
-    return {"sigma_pyro": sigma_pyro.__version__, "torch": str(torch.__version__),
-            "pyro": str(pyro.__version__)}
+    return {
+        "sigma_pyro": sigma_pyro.__version__,
+        "torch": str(torch.__version__),
+        "pyro": str(pyro.__version__),
+    }

@@ -26,28 +26,29 @@ from sigma_pyro.config import Config
 from sigma_pyro.errors import ConfigError
 
 MEMORY_LIMIT_ENV = "SIGMA_PYRO_MEMORY_LIMIT_MB"
-_FLOAT = 4                      # bytes per float32
+_FLOAT = 4  # bytes per float32
 # [scored positions x items] tensors alive at the peak. The full softmax writes its logits
 # and then their gradient into one reused workspace (sigma_pyro.nn.output_layer): measured
 # growth was 1-2 copies. The sampled softmax keeps its logits, their log-softmax, and their
 # gradients and temporaries.
 _SCORE_COPIES = {"full": 2, "sampled": 6}
-_PER_LAYER = 30                 # D-wide tensors per token one pre-norm block keeps for backward
-_OUTSIDE_LAYERS = 6             # D-wide tensors per token outside the blocks (embeddings, z)
-_PER_INTEREST = 22              # D-wide tensors per token and interest (extractor and prior)
-_KEPT_FOR_BACKWARD = 3          # a small tensor, what is derived from it, and its gradient
+_PER_LAYER = 30  # D-wide tensors per token one pre-norm block keeps for backward
+_OUTSIDE_LAYERS = 6  # D-wide tensors per token outside the blocks (embeddings, z)
+_PER_INTEREST = 22  # D-wide tensors per token and interest (extractor and prior)
+_KEPT_FOR_BACKWARD = 3  # a small tensor, what is derived from it, and its gradient
 _MEMINFO = Path("/proc/meminfo")
 
 
 @dataclass
 class MemoryEstimate:
-    total: int                  # bytes
+    total: int  # bytes
     batch_size: int
     length: int
 
 
-def estimate_training_memory(config: Config, num_items: int,
-                             input_lengths: Sequence[int]) -> MemoryEstimate:
+def estimate_training_memory(
+    config: Config, num_items: int, input_lengths: Sequence[int]
+) -> MemoryEstimate:
     """Peak bytes of one training step on the largest batch, or of one evaluation chunk if
     that is larger. ``input_lengths`` are the lengths of the training inputs (each training
     sequence but its last item)."""
@@ -72,7 +73,7 @@ def estimate_training_memory(config: Config, num_items: int,
     activations = (
         _SCORE_COPIES[m.likelihood] * scored_tokens * scored
         + tokens * d * (_PER_LAYER * layers + _OUTSIDE_LAYERS)
-        + _KEPT_FOR_BACKWARD * layers * tokens * m.num_heads * length     # attention weights
+        + _KEPT_FOR_BACKWARD * layers * tokens * m.num_heads * length  # attention weights
     )
     if PRIORS[m.prior].requires_interests:
         # Plus the cosine scores of K interests at each position the interest head scores
@@ -80,8 +81,7 @@ def estimate_training_memory(config: Config, num_items: int,
         scored = scored_tokens if m.interest_positions == "all" else batch
         if m.interest_subsample > 0:
             scored = min(scored, m.interest_subsample)
-        activations += (_PER_INTEREST * tokens * k * d
-                        + _KEPT_FOR_BACKWARD * scored * k * num_items)
+        activations += _PER_INTEREST * tokens * k * d + _KEPT_FOR_BACKWARD * scored * k * num_items
     parameters = (num_items + 1) * (d + 1) + layers * 12 * d * d + 2 * m.max_seq_length * d
     evaluation = _KEPT_FOR_BACKWARD * e.eval_batch_size * min(e.item_chunk_size, num_items)
     # Weights, gradients and the two Adam moments. Trace_ELBO runs backward once per particle,
@@ -111,8 +111,9 @@ def available_memory(device: str) -> tuple[int, str] | None:
     return None
 
 
-def check_training_memory(config: Config, num_items: int,
-                          input_lengths: Sequence[int]) -> MemoryEstimate:
+def check_training_memory(
+    config: Config, num_items: int, input_lengths: Sequence[int]
+) -> MemoryEstimate:
     """Raise ConfigError, with a batch size that would fit, when training cannot fit."""
     estimate = estimate_training_memory(config, num_items, input_lengths)
     available = available_memory(config.train.device)
@@ -122,8 +123,9 @@ def check_training_memory(config: Config, num_items: int,
     suggestion = "lower --max-seq-length, --hidden-size or --eval-batch-size"
     batch = config.train.batch_size // 2
     while batch >= 1:
-        smaller = dataclasses.replace(config, train=dataclasses.replace(config.train,
-                                                                        batch_size=batch))
+        smaller = dataclasses.replace(
+            config, train=dataclasses.replace(config.train, batch_size=batch)
+        )
         if estimate_training_memory(smaller, num_items, input_lengths).total <= budget:
             suggestion = f"try --batch-size {batch} or a smaller --max-seq-length"
             break
@@ -131,7 +133,8 @@ def check_training_memory(config: Config, num_items: int,
     raise ConfigError(
         f"training needs about {_size(estimate.total)} (batches of {estimate.batch_size} "
         f"sequences x {estimate.length} positions over {num_items:,} items) but only "
-        f"{_size(budget)} is available ({source}); {suggestion}")
+        f"{_size(budget)} is available ({source}); {suggestion}"
+    )
 
 
 def _size(n: int) -> str:

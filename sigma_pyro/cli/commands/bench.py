@@ -12,22 +12,31 @@ from sigma_pyro.errors import ConfigError
 
 def register(sub) -> None:
     parser = sub.add_parser(
-        "bench", help="benchmark training and evaluation speed and memory",
+        "bench",
+        help="benchmark training and evaluation speed and memory",
         description="Times training epochs (median over --epochs after one warm-up) with Pyro "
-                    "SVI and with the same objective in plain PyTorch, one full-ranking "
-                    "evaluation of every user, peak resident memory and FLOPs; prints and "
-                    "writes OUT/bench.json. Default data: ../shared/data/Beauty.txt when "
-                    "present, else synthetic data of the same shape. Run in a fresh process: "
-                    "peak memory is the process's.")
+        "SVI and with the same objective in plain PyTorch, one full-ranking "
+        "evaluation of every user, peak resident memory and FLOPs; prints and "
+        "writes OUT/bench.json. Default data: ../shared/data/Beauty.txt when "
+        "present, else synthetic data of the same shape. Run in a fresh process: "
+        "peak memory is the process's.",
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/bench"), help="output folder")
     parser.add_argument("--preset", default="beauty", help="settings preset (default beauty)")
-    parser.add_argument("--bench-epochs", type=int, default=3,
-                        help="measured epochs per implementation (default 3)")
-    parser.add_argument("--scaling", action="store_true",
-                        help="instead, measure full vs sampled softmax on synthetic catalogs of "
-                             "10^4, 10^5 and 10^6 items (OUT/scaling.json); each in its own process")
-    parser.add_argument("--scaling-sizes", default="10000,100000,1000000",
-                        help="catalog sizes for --scaling (comma-separated)")
+    parser.add_argument(
+        "--bench-epochs", type=int, default=3, help="measured epochs per implementation (default 3)"
+    )
+    parser.add_argument(
+        "--scaling",
+        action="store_true",
+        help="instead, measure full vs sampled softmax on synthetic catalogs of "
+        "10^4, 10^5 and 10^6 items (OUT/scaling.json); each in its own process",
+    )
+    parser.add_argument(
+        "--scaling-sizes",
+        default="10000,100000,1000000",
+        help="catalog sizes for --scaling (comma-separated)",
+    )
     add_config_flags(parser, ("data", "model", "train", "eval"))
     parser.set_defaults(handler=run)
 
@@ -44,8 +53,9 @@ def run(args) -> int:
         try:
             sizes = tuple(int(v) for v in args.scaling_sizes.split(","))
         except ValueError:
-            raise ConfigError(f"--scaling-sizes must be comma-separated integers, "
-                              f"got {args.scaling_sizes!r}") from None
+            raise ConfigError(
+                f"--scaling-sizes must be comma-separated integers, got {args.scaling_sizes!r}"
+            ) from None
         if min(sizes) < 2:
             raise ConfigError("--scaling-sizes must be at least 2 items each")
         rows = run_scaling(sizes, log=log)

@@ -12,16 +12,16 @@ FLAG_NAMES = {"path": "--data"}
 HELP = {
     "path": "interaction file; omit to use the built-in synthetic dataset",
     "format": "seq (user item item ...), inter (RecBole atomic file) or table (CSV/TSV/Parquet); "
-              "inferred from the extension when omitted",
+    "inferred from the extension when omitted",
     "prior": "prior over z: sigma (semantic mixture, default), sigma-uniform (equal weights "
-             "over active interests), gmm (learned mixture), vamp (VampPrior) or normal",
+    "over active interests), gmm (learned mixture), vamp (VampPrior) or normal",
     "analytic_kl": "closed-form KL of z (TraceMeanField_ELBO); only with --prior normal",
     "pseudo_inputs": "number of learnable pseudo-sequences of the vamp prior",
     "epochs": "maximum number of epochs (early stopping usually ends sooner)",
     "kl_cap": "final weight of the KL of z (summed over dimensions) per real position, "
-              "reached by a linear ramp; 1 is the plain ELBO",
+    "reached by a linear ramp; 1 is the plain ELBO",
     "decoder_input_dropout": "dropout on z at the decoder's input (default 0; earlier versions "
-                             "applied --hidden-dropout there)",
+    "applied --hidden-dropout there)",
     "interest_positions": "positions whose interests the interest head scores: all or last",
     "interest_subsample": "positions per batch scored by the interest head (0: all)",
     "ks": "cut-offs K for Recall@K and NDCG@K, e.g. 5,10,20,40",
@@ -48,9 +48,13 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...])
 
 
 def add_jobs_flag(parser: argparse.ArgumentParser, runs: str) -> None:
-    parser.add_argument("--jobs", type=int, default=1,
-                        help=f"{runs} trained at once, each in its own process with an equal "
-                             "share of the CPU threads (default 1)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help=f"{runs} trained at once, each in its own process with an equal "
+        "share of the CPU threads (default 1)",
+    )
 
 
 def chosen_preset(args: argparse.Namespace, overrides: dict) -> str | None:
@@ -81,11 +85,15 @@ def log_unknown_items(report: dict) -> None:
     """Say what a saved model could not use of other data (the report of
     SequenceDataset.from_interactions)."""
     if report.get("users_changed"):
-        log(f"{report['users_changed']} histories had {report['unknown_items']} items unknown "
-            f"to the model, dropped; {report['users_dropped']} users dropped entirely")
+        log(
+            f"{report['users_changed']} histories had {report['unknown_items']} items unknown "
+            f"to the model, dropped; {report['users_dropped']} users dropped entirely"
+        )
     if report.get("users_too_short"):
-        log(f"{report['users_too_short']} users have fewer than 3 items known to the model "
-            "(too few to evaluate; left out of the metrics)")
+        log(
+            f"{report['users_too_short']} users have fewer than 3 items known to the model "
+            "(too few to evaluate; left out of the metrics)"
+        )
 
 
 def load_model(args):

@@ -24,28 +24,46 @@ DESCRIPTION = [
 
 
 def _wrapped(paragraphs: list[str]) -> str:
-    return "\n".join(textwrap.fill(p, 78, subsequent_indent="  " if p.startswith("-") else "")
-                     for p in paragraphs)
+    return "\n".join(
+        textwrap.fill(p, 78, subsequent_indent="  " if p.startswith("-") else "")
+        for p in paragraphs
+    )
 
 
 def register(sub) -> None:
     parser = sub.add_parser(
-        "diagnose", help="posterior diagnostics: PSIS k-hat, mixture health, calibration",
+        "diagnose",
+        help="posterior diagnostics: PSIS k-hat, mixture health, calibration",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=_wrapped(DESCRIPTION),
-        epilog="outputs written to OUT:\n" + "\n".join(
+        epilog="outputs written to OUT:\n"
+        + "\n".join(
             textwrap.fill(what, 78, initial_indent=f"  {name:<21} ", subsequent_indent=" " * 24)
-            for name, what in OUTPUTS.items()))
+            for name, what in OUTPUTS.items()
+        ),
+    )
     parser.add_argument("--model", type=Path, required=True, help="folder written by train")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--users", type=int, default=500,
-                        help="test users to sample (default 500; all if there are fewer)")
-    parser.add_argument("--samples", type=int, default=100,
-                        help="guide draws per user (default 100, at least 21)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the user sample and of the draws (default 0)")
-    parser.add_argument("--seeds-models", type=Path, nargs="+", default=[], metavar="DIR",
-                        help="other seeds of the same model and data, compared as chains")
+    parser.add_argument(
+        "--users",
+        type=int,
+        default=500,
+        help="test users to sample (default 500; all if there are fewer)",
+    )
+    parser.add_argument(
+        "--samples", type=int, default=100, help="guide draws per user (default 100, at least 21)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the user sample and of the draws (default 0)"
+    )
+    parser.add_argument(
+        "--seeds-models",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="DIR",
+        help="other seeds of the same model and data, compared as chains",
+    )
     add_config_flags(parser, ("data",))
     parser.set_defaults(handler=run)
 
@@ -57,11 +75,20 @@ def run(args) -> int:
     from sigma_pyro.diagnostics import diagnose
 
     rec = load_model(args)
-    result = diagnose(rec, args.out, num_users=args.users, num_samples=args.samples,
-                      seed=args.seed, extra_models=args.seeds_models, log=log,
-                      name=str(args.model))
+    result = diagnose(
+        rec,
+        args.out,
+        num_users=args.users,
+        num_samples=args.samples,
+        seed=args.seed,
+        extra_models=args.seeds_models,
+        log=log,
+        name=str(args.model),
+    )
     psis = result.summary["psis"]
-    log(f"k-hat median {psis['khat_quantiles']['median']:.3f}, "
-        f"{100 * psis['share_above_0.7']:.0f}% of users above 0.7")
+    log(
+        f"k-hat median {psis['khat_quantiles']['median']:.3f}, "
+        f"{100 * psis['share_above_0.7']:.0f}% of users above 0.7"
+    )
     print(result.files["report.md"])
     return 0

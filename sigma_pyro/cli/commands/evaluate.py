@@ -9,12 +9,15 @@ from sigma_pyro.cli.commands.common import add_config_flags, load_model, log_unk
 
 
 def register(sub) -> None:
-    parser = sub.add_parser("evaluate", help="full-ranking metrics of a saved model",
-                            description="Recall@K, NDCG@K and MRR over all items on the "
-                                        "leave-one-out validation and test splits of the data "
-                                        "the model was trained on (or of --data); for a prior "
-                                        "with interests also their health on the validation "
-                                        "split, as train writes it to metrics.json.")
+    parser = sub.add_parser(
+        "evaluate",
+        help="full-ranking metrics of a saved model",
+        description="Recall@K, NDCG@K and MRR over all items on the "
+        "leave-one-out validation and test splits of the data "
+        "the model was trained on (or of --data); for a prior "
+        "with interests also their health on the validation "
+        "split, as train writes it to metrics.json.",
+    )
     parser.add_argument("--model", type=Path, required=True, help="folder written by train")
     parser.add_argument("--split", choices=("valid", "test", "both"), default="both")
     add_config_flags(parser, ("data", "eval"))

@@ -10,16 +10,30 @@ from sigma_pyro.errors import SigmaPyroError
 
 
 def register(sub) -> None:
-    parser = sub.add_parser("recommend", help="top-k raw item ids for users or histories",
-                            description="Recommend next items for users of the data (--user) "
-                                        "or for histories given here (--history); prints JSON.")
+    parser = sub.add_parser(
+        "recommend",
+        help="top-k raw item ids for users or histories",
+        description="Recommend next items for users of the data (--user) "
+        "or for histories given here (--history); prints JSON.",
+    )
     parser.add_argument("--model", type=Path, required=True, help="folder written by train")
-    parser.add_argument("--user", action="append", default=[],
-                        help="raw user id from the data (repeatable)")
-    parser.add_argument("--history", action="append", default=[],
-                        help="space-separated raw item ids, oldest first (repeatable)")
-    parser.add_argument("-k", "--top", type=int, default=10, dest="top",
-                        help="number of items per user (default 10)")
+    parser.add_argument(
+        "--user", action="append", default=[], help="raw user id from the data (repeatable)"
+    )
+    parser.add_argument(
+        "--history",
+        action="append",
+        default=[],
+        help="space-separated raw item ids, oldest first (repeatable)",
+    )
+    parser.add_argument(
+        "-k",
+        "--top",
+        type=int,
+        default=10,
+        dest="top",
+        help="number of items per user (default 10)",
+    )
     add_config_flags(parser, ("data", "eval"))
     parser.set_defaults(handler=run)
 
@@ -32,8 +46,9 @@ def run(args) -> int:
     rec = load_model(args)
     results = {}
     if args.history:
-        for history, items in zip(args.history, rec.recommend([h.split() for h in args.history],
-                                                               args.top)):
+        for history, items in zip(
+            args.history, rec.recommend([h.split() for h in args.history], args.top)
+        ):
             results[history] = [{"item": i, "score": round(s, 4)} for i, s in items]
     if args.user:
         rec.load_data()

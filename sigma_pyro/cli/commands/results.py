@@ -7,19 +7,37 @@ from pathlib import Path
 
 def register(sub) -> None:
     parser = sub.add_parser(
-        "results", help="render the per-dataset results table from recorded runs",
+        "results",
+        help="render the per-dataset results table from recorded runs",
         description="Reads one results.csv of `sigma-pyro compare` per dataset (the file's "
-                    "stem names the dataset) and writes a Markdown table per dataset: mean ± "
-                    "std over seeds of each variant, the best mean in bold, paired t-tests of "
-                    "sigma against normal and deterministic, and the command, machine, "
-                    "commits and wall time that reproduce it.")
-    parser.add_argument("--runs", type=Path, nargs="+", required=True, metavar="CSV",
-                        help="results CSVs, one per dataset, e.g. results/*.csv")
-    parser.add_argument("--tuning", type=Path, nargs="*", default=[], metavar="CSV",
-                        help="tuning.csv files of `sigma-pyro tune`, named after their "
-                             "dataset like the --runs files, e.g. results/tuning/*.csv")
-    parser.add_argument("--out", type=Path, default=Path("docs/results.md"),
-                        help="Markdown file to write (default: %(default)s)")
+        "stem names the dataset) and writes a Markdown table per dataset: mean ± "
+        "std over seeds of each variant, the best mean in bold, paired t-tests of "
+        "sigma against normal and deterministic, and the command, machine, "
+        "commits and wall time that reproduce it.",
+    )
+    parser.add_argument(
+        "--runs",
+        type=Path,
+        nargs="+",
+        required=True,
+        metavar="CSV",
+        help="results CSVs, one per dataset, e.g. results/*.csv",
+    )
+    parser.add_argument(
+        "--tuning",
+        type=Path,
+        nargs="*",
+        default=[],
+        metavar="CSV",
+        help="tuning.csv files of `sigma-pyro tune`, named after their "
+        "dataset like the --runs files, e.g. results/tuning/*.csv",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("docs/results.md"),
+        help="Markdown file to write (default: %(default)s)",
+    )
     parser.set_defaults(handler=run)
 
 

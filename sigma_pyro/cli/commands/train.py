@@ -12,15 +12,21 @@ from sigma_pyro.config import PRESET_NAMES, load_config
 
 def register(sub) -> None:
     parser = sub.add_parser(
-        "train", help="train a model and write it with its metrics",
+        "train",
+        help="train a model and write it with its metrics",
         description="Train with SVI (Trace_ELBO) until early stopping on the validation metric; "
-                    "writes OUT/model.pt, OUT/model.json, OUT/last.pt (for --resume) and "
-                    "OUT/metrics.json (valid and test metrics, and baselines).")
-    parser.add_argument("--preset", help=f"settings preset: {', '.join(PRESET_NAMES)} or a YAML "
-                                         "file (default: synthetic when --data is omitted)")
+        "writes OUT/model.pt, OUT/model.json, OUT/last.pt (for --resume) and "
+        "OUT/metrics.json (valid and test metrics, and baselines).",
+    )
+    parser.add_argument(
+        "--preset",
+        help=f"settings preset: {', '.join(PRESET_NAMES)} or a YAML "
+        "file (default: synthetic when --data is omitted)",
+    )
     parser.add_argument("--out", type=Path, help="output folder (default: runs/<data>-<prior>)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from OUT/last.pt instead of starting over")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from OUT/last.pt instead of starting over"
+    )
     add_config_flags(parser, ("data", "model", "train", "eval"))
     parser.set_defaults(handler=run)
 
@@ -35,30 +41,41 @@ def run(args) -> int:
     preset = args.preset or (None if data_given else "synthetic")
     config = load_config(preset, overrides)
     out = args.out or Path("runs") / (
-        f"{Path(config.data.path).stem if config.data.path else 'synthetic'}-{config.model.prior}")
+        f"{Path(config.data.path).stem if config.data.path else 'synthetic'}-{config.model.prior}"
+    )
     rec = SigmaRecommender(config)
     started = time.perf_counter()
     dataset = rec.load_data()
     skipped = rec.data_report.get("skipped_short_users")
-    log(f"data: {dataset.source}: {dataset.num_users} users, {dataset.num_items} items, "
+    log(
+        f"data: {dataset.source}: {dataset.num_users} users, {dataset.num_items} items, "
         f"{sum(len(s) for s in dataset.sequences)} interactions"
-        + (f" ({skipped} users with < 3 items skipped)" if skipped else ""))
+        + (f" ({skipped} users with < 3 items skipped)" if skipped else "")
+    )
     log(f"training prior={config.model.prior} into {out}")
     summary = rec.fit(out_dir=out, resume=args.resume, log=log)
     test = rec.evaluate("test")
-    metrics = {"valid": rec.evaluate("valid"), "test": test,
-               "baselines": rec.baselines("test"),
-               "best_epoch": summary.best_epoch, "epochs_run": summary.epochs_run,
-               "stopped_early": summary.stopped_early,
-               "wall_seconds": round(time.perf_counter() - started, 1),
-               "peak_rss_mb": round(peak_rss_mb(), 1)}
+    metrics = {
+        "valid": rec.evaluate("valid"),
+        "test": test,
+        "baselines": rec.baselines("test"),
+        "best_epoch": summary.best_epoch,
+        "epochs_run": summary.epochs_run,
+        "stopped_early": summary.stopped_early,
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
     interests = rec.interest_summary("valid")
     if interests is not None:
         metrics["interests"] = interests
     atomic_write_json(metrics, out / "metrics.json")
     popularity = metrics["baselines"]["popularity"]["ndcg@10"]
-    log(f"best epoch {summary.best_epoch}; test " + " ".join(
-        f"{k}={test[k]:.4f}" for k in ("recall@10", "ndcg@10", "recall@20", "ndcg@20", "mrr"))
-        + f"; popularity ndcg@10={popularity:.4f}; {metrics['wall_seconds']}s")
+    log(
+        f"best epoch {summary.best_epoch}; test "
+        + " ".join(
+            f"{k}={test[k]:.4f}" for k in ("recall@10", "ndcg@10", "recall@20", "ndcg@20", "mrr")
+        )
+        + f"; popularity ndcg@10={popularity:.4f}; {metrics['wall_seconds']}s"
+    )
     print(json.dumps({"out": str(out), "test": test}, indent=2))
     return 0
