@@ -17,7 +17,7 @@ from torch import nn
 
 from sigma_pyro.nn.interests import Interests
 
-PRIORS: dict[str, type["LatentPrior"]] = {}
+PRIORS: dict[str, type[LatentPrior]] = {}
 
 
 @dataclass
@@ -61,10 +61,10 @@ def build_prior(config) -> LatentPrior:
     return PRIORS[config.prior](config)
 
 
-# Importing the modules registers them.
-from sigma_pyro.models import (
+# Importing the modules registers them; they need the registry above, hence at the end.
+from sigma_pyro.models import (  # noqa: E402, F401
     prior_deterministic,
-    prior_gmm,  # noqa: E402,F401
+    prior_gmm,
     prior_normal,
     prior_sigma,
     prior_sigma_uniform,

@@ -5,7 +5,8 @@ For each sequence b and position t (plates ``sequences`` x ``positions``, paddin
     z_bt ~ prior(z | x_b,<=t)                  site "z", KL-annealed by poutine.scale
     x_b,t+1 ~ Categorical(softmax(decoder(z_b,<=t)_t . E^T + bias))     site "next_item"
 
-(the ``deterministic`` variant has no ``z`` site: z_bt is the encoder mean, computed here). When the prior is built from user interests (the MIE-VAE part), the interests
+(the ``deterministic`` variant has no ``z`` site: z_bt is the encoder mean, computed here).
+When the prior is built from user interests (the MIE-VAE part), the interests
 I_bt = (mu_btk, sigma_btk, pi_btk) are a deterministic, causal function of x_b,<=t, and
 
     x_b,t+1 ~ Categorical(max_k cos(mu_btk, E) / tau)   site "interest_next_item", weight lambda

@@ -14,6 +14,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sigma_pyro.config import Config, check_device, load_config, nest_overrides
+from sigma_pyro.data.batching import pad_right
+from sigma_pyro.data.dataset import ItemVocabulary, LeaveOneOutSplit, SequenceDataset
+from sigma_pyro.data.interactions import Interactions
+from sigma_pyro.data.loading import read_configured_data
+from sigma_pyro.errors import CheckpointError, ConfigError, DataError
+from sigma_pyro.evaluation.evaluate import evaluate_module
+from sigma_pyro.evaluation.interest_head import interest_summary
+from sigma_pyro.evaluation.predict import PosteriorScorer, last_position_representation, top_k
+from sigma_pyro.evaluation.ranking import PopularityRecommender, evaluate_ranking
+from sigma_pyro.inference.training import Trainer, TrainingSummary
+from sigma_pyro.nn.module import SigmaModule
 from sigma_pyro.runtime.checkpoint import (
     FORMAT_VERSION,
     META_FILE,
@@ -24,19 +36,7 @@ from sigma_pyro.runtime.checkpoint import (
     read_json,
     safe_torch_load,
 )
-from sigma_pyro.config import Config, check_device, load_config, nest_overrides
-from sigma_pyro.data.batching import pad_right
-from sigma_pyro.data.dataset import ItemVocabulary, LeaveOneOutSplit, SequenceDataset
-from sigma_pyro.data.interactions import Interactions
-from sigma_pyro.data.loading import read_configured_data
-from sigma_pyro.errors import CheckpointError, ConfigError, DataError
-from sigma_pyro.evaluation.evaluate import evaluate_module
-from sigma_pyro.evaluation.interest_head import interest_summary
-from sigma_pyro.evaluation.ranking import PopularityRecommender, evaluate_ranking
-from sigma_pyro.nn.module import SigmaModule
-from sigma_pyro.evaluation.predict import PosteriorScorer, last_position_representation, top_k
 from sigma_pyro.runtime.resources import check_training_memory
-from sigma_pyro.inference.training import Trainer, TrainingSummary
 
 
 class SigmaRecommender:
@@ -50,7 +50,7 @@ class SigmaRecommender:
         self.data_report: dict = {}
 
     @classmethod
-    def from_preset(cls, preset: str | None = None, **overrides) -> "SigmaRecommender":
+    def from_preset(cls, preset: str | None = None, **overrides) -> SigmaRecommender:
         """A preset (synthetic, beauty, toys, office or a YAML path) with flat overrides,
         e.g. ``from_preset("office", path="...", prior="normal", epochs=5)``."""
         return cls(load_config(preset, nest_overrides(overrides)))
@@ -217,11 +217,13 @@ class SigmaRecommender:
             scorer = PosteriorScorer(module, representation, cfg.item_chunk_size)
             masked = pad_right(chunk, max(len(h) for h in chunk)) if exclude_history else None
             scores, items = top_k(scorer, module.num_items, k, cfg.item_chunk_size, masked)
-            for row_scores, row_items in zip(scores.tolist(), items.tolist()):
+            for row_scores, row_items in zip(scores.tolist(), items.tolist(), strict=True):
                 out.append(
                     [
                         (raw, s)
-                        for raw, s in zip(self.dataset.items.decode(row_items), row_scores)
+                        for raw, s in zip(
+                            self.dataset.items.decode(row_items), row_scores, strict=True
+                        )
                         if s != float("-inf")
                     ]
                 )
@@ -255,7 +257,7 @@ class SigmaRecommender:
         return out
 
     @classmethod
-    def load(cls, model_dir: str | Path, **data_overrides) -> "SigmaRecommender":
+    def load(cls, model_dir: str | Path, **data_overrides) -> SigmaRecommender:
         """A saved model; ``data_overrides`` (e.g. ``path=...``) change which data it is
         evaluated on or recommends for, keeping the model's item vocabulary."""
         model_dir = Path(model_dir)

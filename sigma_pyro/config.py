@@ -110,7 +110,7 @@ class Config:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict, source: str = "config") -> "Config":
+    def from_dict(cls, values: dict, source: str = "config") -> Config:
         config = cls()
         config.update(values, source)
         return config
@@ -139,7 +139,7 @@ class Config:
                     _coerce(value, hints[name], f"{source}: {section}.{name} ({flag(name)})"),
                 )
 
-    def validate(self) -> "Config":
+    def validate(self) -> Config:
         """Reject impossible settings, naming the flag that sets them."""
         m, t, e = self.model, self.train, self.eval
         positive = {

@@ -12,8 +12,8 @@ from sigma_pyro.bench.scaling import measure_one
 from sigma_pyro.cli.main import main
 from sigma_pyro.config import ModelConfig
 from sigma_pyro.data.batching import TrainingBatches
-from sigma_pyro.nn.module import SigmaModule
 from sigma_pyro.inference.plain_elbo import plain_negative_elbo
+from sigma_pyro.nn.module import SigmaModule
 
 
 @pytest.mark.parametrize("prior", ["sigma", "normal"])

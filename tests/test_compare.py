@@ -105,7 +105,7 @@ def test_grid_writes_results_and_summary_and_resumes(tmp_path, count_runs, monke
     results = pd.read_csv(out / "results.csv")
     assert list(results.columns) == list(compare.COLUMNS)
     # Seed-major, so that an interrupted grid holds complete seeds.
-    assert list(zip(results["prior"], results["seed"])) == [
+    assert list(zip(results["prior"], results["seed"], strict=True)) == [
         ("normal", 0),
         ("sigma", 0),
         ("normal", 1),

@@ -102,7 +102,6 @@ def test_netcdf_round_trip_has_the_documented_groups_dims_and_shapes(diagnosed, 
         "user_diagnostics",
     } <= set(idata.groups())
     post = idata.posterior
-    k = post.sizes["interest"]
     assert post["z"].dims == ("chain", "draw", "user", "latent")
     assert post["z"].shape == (1, SAMPLES, USERS, HIDDEN)
     # The interests are deterministic given the history: no posterior variable of their own.
@@ -194,7 +193,9 @@ def test_draws_are_seeded_and_leave_the_global_rng_alone(model_dir):
     rec = SigmaRecommender.load(model_dir)
     rec.load_data()
     split = rec.split
-    sequences = [np.append(h, t) for h, t in zip(split.test_history[:5], split.test_target[:5])]
+    sequences = [
+        np.append(h, t) for h, t in zip(split.test_history[:5], split.test_target[:5], strict=True)
+    ]
     state = torch.get_rng_state()
     first = draw_posterior(rec.module, sequences, 10, 25, seed=3, ks=KS)
     assert torch.equal(state, torch.get_rng_state())

@@ -6,8 +6,8 @@ import sys
 import pytest
 import torch
 
-from sigma_pyro.runtime.allocator import retain_freed_memory
 from sigma_pyro.nn.dropout import Dropout
+from sigma_pyro.runtime.allocator import retain_freed_memory
 
 
 def test_dropout_zeroes_about_p_and_keeps_the_mean():

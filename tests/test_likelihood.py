@@ -54,10 +54,10 @@ def test_sampled_logits_remove_accidental_hits():
 
 
 def test_sampled_likelihood_trains():
+    import numpy as np
     from pyro.infer import SVI, Trace_ELBO
 
     from sigma_pyro.data.batching import TrainingBatches
-    import numpy as np
 
     pyro.set_rng_seed(0)
     rng = np.random.default_rng(0)

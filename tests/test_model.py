@@ -15,9 +15,9 @@ from pyro.infer import SVI, Trace_ELBO
 from sigma_pyro.config import ModelConfig
 from sigma_pyro.data.batching import SequenceBatch, TrainingBatches
 from sigma_pyro.data.dataset import PADDING_ID
+from sigma_pyro.inference.objective import elbo_terms
 from sigma_pyro.models.priors import PriorInputs
 from sigma_pyro.nn.module import SigmaModule
-from sigma_pyro.inference.objective import elbo_terms
 
 NUM_ITEMS = 25
 HIDDEN = 16

@@ -31,7 +31,7 @@ def test_values_and_gradients_match_cross_entropy(seed):
     grads = torch.autograd.grad((nll * weights).sum(), (x, w, b))
     expected, expected_grads = _reference(x, w, b, t, weights)
     torch.testing.assert_close(nll, expected)
-    for got, want in zip(grads, expected_grads):
+    for got, want in zip(grads, expected_grads, strict=True):
         torch.testing.assert_close(got, want)
 
 
@@ -53,7 +53,7 @@ def test_overwritten_workspace_is_recomputed():
     grads = torch.autograd.grad(first.sum() + second.sum(), (x1, x2, w, b))
     ref1 = F.cross_entropy(torch.addmm(b, x1, w.T), t1, reduction="sum")
     ref2 = F.cross_entropy(torch.addmm(b, x2, w.T), t2, reduction="sum")
-    for got, want in zip(grads, torch.autograd.grad(ref1 + ref2, (x1, x2, w, b))):
+    for got, want in zip(grads, torch.autograd.grad(ref1 + ref2, (x1, x2, w, b)), strict=True):
         torch.testing.assert_close(got, want)
 
 
@@ -99,7 +99,7 @@ def test_bfloat16_matmuls_stay_close_to_float32():
     grads = torch.autograd.grad(nll.sum(), (x, w, b))
     expected, expected_grads = _reference(x, w, b, t, torch.ones(x.shape[0]))
     torch.testing.assert_close(nll, expected, rtol=0.05, atol=0.1)
-    for got, want in zip(grads, expected_grads):
+    for got, want in zip(grads, expected_grads, strict=True):
         assert got.dtype == torch.float32
         torch.testing.assert_close(got, want, rtol=0.05, atol=0.05)
 

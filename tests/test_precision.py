@@ -71,8 +71,8 @@ def test_training_with_mixed_precision_lowers_the_loss():
 
 
 def test_mixed_precision_is_a_flag():
-    from sigma_pyro.cli.main import build_parser
     from sigma_pyro.cli.commands.common import config_overrides
+    from sigma_pyro.cli.main import build_parser
 
     args = build_parser().parse_args(["train", "--out", "x", "--mixed-precision"])
     assert config_overrides(args)["train"]["mixed_precision"] is True

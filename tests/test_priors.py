@@ -14,15 +14,15 @@ from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
 from torch.distributions import kl_divergence
 
 from sigma_pyro.api import SigmaRecommender
-from sigma_pyro.cli.main import build_parser
 from sigma_pyro.cli.commands.common import config_overrides
+from sigma_pyro.cli.main import build_parser
 from sigma_pyro.config import ModelConfig, load_config
 from sigma_pyro.data.batching import SequenceBatch, TrainingBatches
 from sigma_pyro.data.dataset import PADDING_ID
 from sigma_pyro.errors import ConfigError
 from sigma_pyro.models.priors import PRIORS, PriorInputs
-from sigma_pyro.nn.module import SigmaModule
 from sigma_pyro.nn.interests import Interests
+from sigma_pyro.nn.module import SigmaModule
 
 NUM_ITEMS, HIDDEN, MAX_LEN, K, PSEUDO = 25, 16, 12, 3, 5
 ALL_PRIORS = ("normal", "gmm", "vamp", "sigma", "sigma-uniform")

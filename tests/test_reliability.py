@@ -16,11 +16,11 @@ import pytest
 import torch
 
 from sigma_pyro.api import SigmaRecommender
-from sigma_pyro.runtime.checkpoint import FORMAT_VERSION, atomic_torch_save, safe_torch_load
 from sigma_pyro.cli.main import main
 from sigma_pyro.config import load_config
 from sigma_pyro.errors import CheckpointError, ConfigError
 from sigma_pyro.nn.module import SigmaModule
+from sigma_pyro.runtime.checkpoint import FORMAT_VERSION, atomic_torch_save, safe_torch_load
 from sigma_pyro.runtime.resources import MEMORY_LIMIT_ENV, estimate_training_memory
 
 TINY = [
@@ -138,7 +138,7 @@ BAD_FILES = {
     "csv missing column": ("d.csv", b"user_id,item_id\nu,a\n", ["d.csv", "'timestamp'"]),
     "csv duplicated header": (
         "d.csv",
-        ("user_id,item_id,user_id\nu,a,v\n").encode(),
+        b"user_id,item_id,user_id\nu,a,v\n",
         ["d.csv:1:", "'user_id'", "more than once"],
     ),
     "csv bad timestamp": (

@@ -82,7 +82,7 @@ def test_bold_marks_the_best_mean_of_each_metric(tmp_path):
     )
     header = table_rows(text, "variant")[0]
     rows = {
-        row[0]: dict(zip(header, row))
+        row[0]: dict(zip(header, row, strict=True))
         for row in table_rows(text, "")
         if row[0] in ("sigma", "normal", "deterministic")
     }
@@ -106,7 +106,7 @@ def test_a_planted_paired_difference_is_significant_with_its_sign(tmp_path):
         runs({"sigma": {"ndcg@10": 0.12, "mrr": 0.08}, "normal": {"ndcg@10": 0.10, "mrr": 0.10}}),
     )
     header, row = table_rows(text, "paired difference")[0], table_rows(text, "sigma − normal")[0]
-    cells = dict(zip(header, row))
+    cells = dict(zip(header, row, strict=True))
     ndcg, mrr = row[header.index("Δ NDCG@10") + 1], row[header.index("Δ MRR") + 1]
     assert cells["Δ NDCG@10"].startswith("+0.02") and float(ndcg.replace("< ", "")) < 0.05
     assert cells["Δ MRR"].startswith("-0.02") and float(mrr.replace("< ", "")) < 0.05

@@ -34,7 +34,8 @@ def test_shape_of_generated_data(small):
         assert config.min_length <= len(seq) <= config.max_length
         assert len(set(seq)) == len(seq)
         assert all(
-            0 <= n < config.num_items and item == f"i{n}" for item, n in zip(seq, item_numbers(seq))
+            0 <= n < config.num_items and item == f"i{n}"
+            for item, n in zip(seq, item_numbers(seq), strict=True)
         )
     sizes = np.bincount(small.item_category, minlength=config.num_categories)
     assert sizes.max() - sizes.min() <= 1

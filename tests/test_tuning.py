@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 import sigma_pyro.api as api
-import sigma_pyro.inference.training as training
 import sigma_pyro.experiments.tuning as tuning
+import sigma_pyro.inference.training as training
 from sigma_pyro.cli.main import main
 from sigma_pyro.config import load_config
 from sigma_pyro.errors import ConfigError

@@ -16,11 +16,11 @@ import pyro
 import torch
 from pyro.infer import SVI, Trace_ELBO
 
-from sigma_pyro.runtime.allocator import configure_process_memory
 from sigma_pyro.config import Config, EvalConfig, ModelConfig, TrainConfig
 from sigma_pyro.data.batching import TrainingBatches
 from sigma_pyro.evaluation.evaluate import evaluate_module
 from sigma_pyro.nn.module import SigmaModule
+from sigma_pyro.runtime.allocator import configure_process_memory
 from sigma_pyro.runtime.resources import available_memory, estimate_training_memory, peak_rss_mb
 
 USERS, MEAN_LENGTH, MAX_LENGTH = 2000, 9, 50
@@ -97,7 +97,8 @@ def measure_one(
 def estimated_peak_mb(
     num_items: int, likelihood: str, negatives: int, batch_size: int, hidden_size: int
 ) -> float:
-    """The training memory check's estimate (sigma_pyro.runtime.resources) for this configuration."""
+    """The training memory check's estimate (sigma_pyro.runtime.resources) for this
+    configuration."""
     config = Config(
         model=_model_config(likelihood, negatives, hidden_size),
         train=TrainConfig(batch_size=batch_size),

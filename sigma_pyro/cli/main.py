@@ -6,9 +6,9 @@ import argparse
 import importlib
 import sys
 
-from sigma_pyro.runtime.allocator import configure_process_memory
 from sigma_pyro.cli.commands import COMMANDS
 from sigma_pyro.errors import SigmaPyroError
+from sigma_pyro.runtime.allocator import configure_process_memory
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,7 +29,7 @@ class SequenceBatch:
     def num_tokens(self) -> int:
         return int(self.mask.sum())
 
-    def to(self, device) -> "SequenceBatch":
+    def to(self, device) -> SequenceBatch:
         return SequenceBatch(
             self.items.to(device),
             self.targets.to(device),
@@ -85,7 +85,7 @@ class TrainingBatches:
         self._num_batches = len(self._order())
 
     @classmethod
-    def for_training(cls, train_sequences: list[np.ndarray], config) -> "TrainingBatches":
+    def for_training(cls, train_sequences: list[np.ndarray], config) -> TrainingBatches:
         """The batches training uses under ``config`` (a :class:`sigma_pyro.config.Config`)."""
         return cls(
             train_sequences,

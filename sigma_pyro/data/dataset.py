@@ -26,7 +26,7 @@ class ItemVocabulary:
         self._index = {raw: i + 1 for i, raw in enumerate(self.raw_ids)}
 
     @classmethod
-    def from_sequences(cls, sequences) -> "ItemVocabulary":
+    def from_sequences(cls, sequences) -> ItemVocabulary:
         seen: dict[str, None] = {}
         for seq in sequences:
             for item in seq:
@@ -83,7 +83,7 @@ class SequenceDataset:
     @classmethod
     def from_interactions(
         cls, interactions: Interactions, items: ItemVocabulary | None = None
-    ) -> tuple["SequenceDataset", dict]:
+    ) -> tuple[SequenceDataset, dict]:
         """Encode raw sequences. With a given vocabulary (a trained model's), items it has
         never seen are dropped and counted instead of being mis-mapped; the report says how
         many histories were affected."""
@@ -132,7 +132,7 @@ class SequenceDataset:
         DataError (``from_interactions`` reports how many)."""
         seqs = [s for s in self.sequences if len(s) >= 3]
         if not skip_short and len(seqs) < len(self.sequences):
-            short = next(u for u, s in zip(self.users, self.sequences) if len(s) < 3)
+            short = next(u for u, s in zip(self.users, self.sequences, strict=True) if len(s) < 3)
             raise DataError(
                 f"{self.source}: user {short!r} has fewer than 3 items; "
                 "leave-one-out needs 3 (readers skip such users)"

@@ -116,7 +116,8 @@ def read_inter_file(path, *, min_rating=None, kcore: int = 0) -> Interactions:
     time_index = columns.index("timestamp") if "timestamp" in columns else None
     if min_rating is not None and rating_index is None:
         raise DataError(
-            f"{name}:{header_lineno}: min_rating needs a 'rating' field; header has {', '.join(columns)}"
+            f"{name}:{header_lineno}: min_rating needs a 'rating' field; "
+            f"header has {', '.join(columns)}"
         )
 
     width = len(columns)
@@ -328,7 +329,8 @@ def _parse_floats(values: list[str], linenos: list[int], name: str, column: str)
     if bad.size:
         first = int(bad[0])
         raise DataError(
-            f"{name}:{linenos[first]}: column {column}: expected a number, got {values[first].strip()!r}"
+            f"{name}:{linenos[first]}: column {column}: expected a number, "
+            f"got {values[first].strip()!r}"
         )
     return parsed
 
@@ -343,7 +345,8 @@ def _float_or_nan(value: str) -> float:
 def _from_frame(
     frame: pd.DataFrame, name: str, *, min_rating, kcore: int, time: str | None
 ) -> Interactions:
-    """Filter a ``user``/``item`` (+ ``rating``, ``time``) frame in file order and build sequences."""
+    """Filter a ``user``/``item`` (+ ``rating``, ``time``) frame in file order and build
+    sequences."""
     notes: list[str] = []
     if min_rating is not None:
         keep = frame["rating"].to_numpy() >= min_rating
@@ -393,7 +396,7 @@ def _frame_to_sequences(frame: pd.DataFrame, time: str | None) -> dict[str, list
     ends = np.cumsum(np.bincount(codes, minlength=len(users))).tolist()
     sequences = {}
     start = 0
-    for user, end in zip(users.tolist(), ends):
+    for user, end in zip(users.tolist(), ends, strict=True):
         sequences[user] = items[start:end]
         start = end
     return sequences
@@ -450,7 +453,8 @@ def _pick_inter_field(columns: list[str], suffix: str, name: str, lineno: int) -
     if matches:
         found = ", ".join(columns[i] for i in matches)
         raise DataError(
-            f"{name}:{lineno}: several header fields could be {suffix} ({found}); name one '{suffix}'"
+            f"{name}:{lineno}: several header fields could be {suffix} ({found}); "
+            f"name one '{suffix}'"
         )
     raise DataError(f"{name}:{lineno}: no {suffix} field in header (fields: {', '.join(columns)})")
 
@@ -465,7 +469,8 @@ def _read_csv(path: Path, name: str, sep: str | None) -> pd.DataFrame:
         sep = _CSV_SEPARATORS.get(path.suffix.lower())
         if sep is None:
             raise DataError(
-                f"{name}: cannot tell the separator from the extension {path.suffix or '(none)'!r}; "
+                f"{name}: cannot tell the separator from the extension "
+                f"{path.suffix or '(none)'!r}; "
                 "pass sep (',' or '\\t')"
             )
     try:

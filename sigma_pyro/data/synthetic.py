@@ -83,7 +83,8 @@ class SyntheticConfig:
         require(
             self.min_interests <= self.max_interests <= self.num_categories,
             "max_interests",
-            f"between min_interests ({self.min_interests}) and num_categories ({self.num_categories})",
+            f"between min_interests ({self.min_interests}) "
+            f"and num_categories ({self.num_categories})",
         )
         require(self.dirichlet_alpha > 0, "dirichlet_alpha", "> 0")
         require(
@@ -94,7 +95,8 @@ class SyntheticConfig:
         require(
             self.min_length <= self.max_length <= self.num_items,
             "max_length",
-            f"between min_length ({self.min_length}) and num_items ({self.num_items}), since items never repeat",
+            f"between min_length ({self.min_length}) and num_items ({self.num_items}), "
+            "since items never repeat",
         )
         require(self.zipf_exponent >= 0, "zipf_exponent", ">= 0")
         require(0 <= self.stay_probability <= 1, "stay_probability", "in [0, 1]")
@@ -103,7 +105,8 @@ class SyntheticConfig:
         require(
             1 <= self.successors_per_item <= smallest_category - 1,
             "successors_per_item",
-            f"between 1 and {smallest_category - 1} (the smallest category has {smallest_category} items)",
+            f"between 1 and {smallest_category - 1} "
+            f"(the smallest category has {smallest_category} items)",
         )
         require(self.seed >= 0, "seed", ">= 0")
 
@@ -291,7 +294,8 @@ class SyntheticData:
 
 
 def generate_synthetic(config: SyntheticConfig | None = None) -> SyntheticData:
-    """Generate users ``u0..`` with item sequences over ``i0..``, reproducibly from ``config.seed``."""
+    """Generate users ``u0..`` with item sequences over ``i0..``, reproducibly from
+    ``config.seed``."""
     config = config or SyntheticConfig()
     rng = np.random.default_rng(config.seed)
     process = _Process(config, rng)

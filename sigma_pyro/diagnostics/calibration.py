@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from scipy import stats
 
-from sigma_pyro.evaluation.ranking import target_ranks
 from sigma_pyro.evaluation.predict import top_k
+from sigma_pyro.evaluation.ranking import target_ranks
 
 KS = (1, 5, 10, 20)
 PIT_BINS = 10
@@ -38,7 +38,7 @@ class UserCalibration:
     num_items: int
 
     @classmethod
-    def concatenate(cls, parts: list["UserCalibration"]) -> "UserCalibration":
+    def concatenate(cls, parts: list[UserCalibration]) -> UserCalibration:
         return cls(
             *(
                 np.concatenate([getattr(p, f) for p in parts])
@@ -99,7 +99,7 @@ def summarise(calibration: UserCalibration) -> dict:
     # Each user's hit is Bernoulli(expected mass) under the model, independently.
     se = np.sqrt((calibration.expected_hits * (1 - calibration.expected_hits)).sum(axis=0)) / users
     rows = []
-    for k, e, o, s in zip(calibration.ks, expected, observed, se):
+    for k, e, o, s in zip(calibration.ks, expected, observed, se, strict=True):
         z = (o - e) / s if s > 0 else math.inf * np.sign(o - e)
         verdict = "consistent" if abs(z) <= 2 else "overconfident" if o < e else "underconfident"
         rows.append(

@@ -68,7 +68,7 @@ def plot_forest_interests(draws, path: Path) -> Path:
     )
     fig = Figure(figsize=(9, 1.5 + 0.45 * components))
     ax = fig.subplots(1, len(panels), sharey=True)
-    for axis, name in zip(ax, panels):
+    for axis, name in zip(ax, panels, strict=True):
         with _quiet():
             az.plot_forest(
                 across_users,
@@ -91,7 +91,7 @@ def plot_mixture_weights(idata: az.InferenceData, path: Path) -> Path:
     components = idata.posterior.sizes["interest"]
     fig = Figure(figsize=(3.2 * len(users), 1.5 + 0.5 * components))
     ax = np.atleast_1d(fig.subplots(1, len(users), sharex=True))
-    for axis, user in zip(ax, users):
+    for axis, user in zip(ax, users, strict=True):
         with _quiet():
             az.plot_forest(
                 idata,

@@ -47,7 +47,11 @@ class PsisResult:
         )
         return {
             "khat_quantiles": dict(
-                zip(("min", "q25", "median", "q75", "q90", "max"), map(float, quantiles))
+                zip(
+                    ("min", "q25", "median", "q75", "q90", "max"),
+                    map(float, quantiles),
+                    strict=True,
+                )
             ),
             "share_above_0.5": float(np.mean(~(self.khat <= 0.5))),
             "share_above_0.7": float(np.mean(~(self.khat <= 0.7))),

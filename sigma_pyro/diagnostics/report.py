@@ -178,6 +178,7 @@ def render(
                         mixture.mean_responsibility,
                         mixture.users_occupying,
                         mixture.mean_scale,
+                        strict=True,
                     )
                 )
             ],

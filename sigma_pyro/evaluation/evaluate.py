@@ -7,12 +7,12 @@ import torch
 
 from sigma_pyro.config import EvalConfig
 from sigma_pyro.data.batching import pad_right
-from sigma_pyro.evaluation.ranking import evaluate_ranking
 from sigma_pyro.evaluation.predict import (
     InterestScorer,
     PosteriorScorer,
     last_position_representation,
 )
+from sigma_pyro.evaluation.ranking import evaluate_ranking
 
 HEADS = ("next_item", "interests")
 

@@ -25,14 +25,13 @@ the held-out test items. Each prior's own partition gives a second, per-model nu
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 from scipy import sparse
 
 from sigma_pyro.data.batching import pad_right
-from sigma_pyro.models.priors import PriorInputs
 from sigma_pyro.evaluation.predict import PosteriorScorer, last_position_representation, top_k
+from sigma_pyro.models.priors import PriorInputs
 
 
 def normalized_mutual_information(a, b) -> float:

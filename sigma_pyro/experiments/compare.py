@@ -28,12 +28,6 @@ import pandas as pd
 from scipy import stats
 from tqdm.auto import tqdm
 
-from sigma_pyro.runtime.checkpoint import (
-    STATE_FILE,
-    atomic_write_bytes,
-    atomic_write_json,
-    read_json,
-)
 from sigma_pyro.config import Config, flag, load_config, nest_overrides
 from sigma_pyro.errors import ConfigError
 from sigma_pyro.evaluation.interest_analysis import (
@@ -43,8 +37,14 @@ from sigma_pyro.evaluation.interest_analysis import (
     recommendation_diversity,
     synthetic_labels,
 )
-from sigma_pyro.inference.iwae import iwae_log_likelihood
 from sigma_pyro.experiments.parallel import check_jobs, run_all
+from sigma_pyro.inference.iwae import iwae_log_likelihood
+from sigma_pyro.runtime.checkpoint import (
+    STATE_FILE,
+    atomic_write_bytes,
+    atomic_write_json,
+    read_json,
+)
 
 DEFAULT_PRIORS = ("normal", "gmm", "vamp", "sigma", "sigma-uniform")
 METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20", "mrr")
@@ -270,8 +270,8 @@ def run_comparison(
     ``overrides`` are flat settings as for :meth:`SigmaRecommender.from_preset` (``path``,
     ``epochs``, ...); seeds are ``seed, seed + 1, ...`` from the configured seed. A run whose
     training diverges is recorded with its error as status and the grid goes on. ``jobs``
-    runs train side by side (:mod:`sigma_pyro.experiments.parallel`; their logs go to stderr). Returns
-    the results table.
+    runs train side by side (:mod:`sigma_pyro.experiments.parallel`; their logs go to
+    stderr). Returns the results table.
     """
     out = Path(out_dir)
     priors = list(priors)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sigma_pyro.runtime.checkpoint import atomic_write_bytes
+from sigma_pyro.errors import DataError
 from sigma_pyro.experiments.compare import (
     METRICS,
     _duration,
@@ -31,8 +31,8 @@ from sigma_pyro.experiments.compare import (
     _table,
     paired_comparison,
 )
-from sigma_pyro.errors import DataError
 from sigma_pyro.experiments.tuning import TUNING_METRICS, tuning_summary
+from sigma_pyro.runtime.checkpoint import atomic_write_bytes
 
 SUBJECT = "sigma"
 REFERENCES = ("normal", "deterministic")
@@ -316,19 +316,19 @@ def _provenance(results: pd.DataFrame, command: str, machine: str) -> str:
                 f"    {command}",
                 "",
                 (
-                    "The `sigma-pyro compare` command that trained each dataset's runs, with its epoch "
-                    "budget and patience, is in results/README.md."
+                    "The `sigma-pyro compare` command that trained each dataset's runs, with its "
+                    "epoch budget and patience, is in results/README.md."
                 ),
                 "",
                 (
-                    f"- machine: {machine} (the machine that generated this file; results.csv does not "
-                    "record where each run trained)"
+                    f"- machine: {machine} (the machine that generated this file; results.csv "
+                    "does not record where each run trained)"
                 ),
                 "- code the runs trained with (the `code` column of each run):",
                 *(code_lines or ["  - none: no finished runs"]),
                 (
-                    f"- runs: {len(ok)} finished, {len(results) - len(ok)} failed; total training wall "
-                    f"time of the finished runs {_duration(ok['wall_seconds'].sum())}"
+                    f"- runs: {len(ok)} finished, {len(results) - len(ok)} failed; total training "
+                    f"wall time of the finished runs {_duration(ok['wall_seconds'].sum())}"
                 ),
             ]
         )

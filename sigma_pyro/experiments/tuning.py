@@ -17,7 +17,6 @@ same command resumes) and ``OUT/tuning.md``; each run's model goes to ``OUT/runs
 
 from __future__ import annotations
 
-import io
 import math
 import shlex
 import sys
@@ -28,7 +27,8 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from sigma_pyro.runtime.checkpoint import STATE_FILE, atomic_write_bytes
+from sigma_pyro.config import Config, _coerce, field_types, flag, load_config, nest_overrides
+from sigma_pyro.errors import ConfigError
 from sigma_pyro.experiments.compare import (
     METRICS,
     _duration,
@@ -37,9 +37,8 @@ from sigma_pyro.experiments.compare import (
     git_revision,
     override_flags,
 )
-from sigma_pyro.config import Config, _coerce, field_types, flag, load_config, nest_overrides
-from sigma_pyro.errors import ConfigError
 from sigma_pyro.experiments.parallel import check_jobs, run_all
+from sigma_pyro.runtime.checkpoint import STATE_FILE, atomic_write_bytes
 
 BASELINE = "preset"
 TUNING_METRICS = tuple(f"valid_{m}" for m in METRICS)

@@ -50,11 +50,11 @@ def elbo_terms(
     model_trace, guide_trace = traces(module, batch, kl_scale, interest_scale)
     tokens = batch.num_tokens
     terms = {"loss": 0.0}
-    for name, site in model_trace.nodes.items():
+    for site in model_trace.nodes.values():
         if site["type"] != "sample":
             continue
         terms["loss"] -= site["log_prob_sum"].item() / tokens
-    for name, site in guide_trace.nodes.items():
+    for site in guide_trace.nodes.values():
         if site["type"] == "sample":
             terms["loss"] += site["log_prob_sum"].item() / tokens
     terms["nll"] = -model_trace.nodes["next_item"]["log_prob_sum"].item() / tokens

@@ -6,9 +6,9 @@ import dataclasses
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pyro
 import torch
@@ -17,13 +17,6 @@ from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
 from pyro.infer.util import zero_grads
 from tqdm.auto import tqdm
 
-from sigma_pyro.runtime.checkpoint import (
-    FORMAT_VERSION,
-    STATE_FILE,
-    atomic_torch_save,
-    library_versions,
-    safe_torch_load,
-)
 from sigma_pyro.config import Config, early_stop_cutoff, flag
 from sigma_pyro.data.batching import TrainingBatches
 from sigma_pyro.data.dataset import LeaveOneOutSplit
@@ -31,6 +24,13 @@ from sigma_pyro.errors import CheckpointError, SigmaPyroError
 from sigma_pyro.evaluation.evaluate import evaluate_module
 from sigma_pyro.inference.objective import elbo_terms, first_non_finite_site
 from sigma_pyro.inference.precision import autocast_program
+from sigma_pyro.runtime.checkpoint import (
+    FORMAT_VERSION,
+    STATE_FILE,
+    atomic_torch_save,
+    library_versions,
+    safe_torch_load,
+)
 
 
 class TrainingError(SigmaPyroError):
@@ -365,7 +365,8 @@ class Trainer:
         return (
             f"epoch {r.epoch:3d} step {r.step:6d} loss/token={r.loss:.4f} [{terms}] "
             f"beta={r.kl_scale:.2e} lambda={r.interest_scale:.4f} "
-            f"valid {metric}={r.valid[metric]:.4f} recall@20={r.valid.get('recall@20', float('nan')):.4f} "
+            f"valid {metric}={r.valid[metric]:.4f} "
+            f"recall@20={r.valid.get('recall@20', float('nan')):.4f} "
             + (
                 f"interest-head ndcg@20={r.interest_valid['ndcg@20']:.4f} "
                 if r.interest_valid

@@ -76,7 +76,11 @@ def _softmax_gradient_(logits, log_normaliser, grad_nll, targets) -> torch.Tenso
         return logits.scatter_add_(1, targets.unsqueeze(1), -grad)
     rows = _chunk_rows(logits)
     for chunk, normaliser, grad, target in zip(
-        logits.split(rows), log_normaliser.split(rows), grad_nll.split(rows), targets.split(rows)
+        logits.split(rows),
+        log_normaliser.split(rows),
+        grad_nll.split(rows),
+        targets.split(rows),
+        strict=True,
     ):
         grad = grad.unsqueeze(1)
         probs = chunk.to(_score_dtype(chunk)).sub_(normaliser.unsqueeze(1)).exp_().mul_(grad)

@@ -15,9 +15,9 @@ import dataclasses
 import os
 import platform
 import resource
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch

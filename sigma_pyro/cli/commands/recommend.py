@@ -47,13 +47,13 @@ def run(args) -> int:
     results = {}
     if args.history:
         for history, items in zip(
-            args.history, rec.recommend([h.split() for h in args.history], args.top)
+            args.history, rec.recommend([h.split() for h in args.history], args.top), strict=True
         ):
             results[history] = [{"item": i, "score": round(s, 4)} for i, s in items]
     if args.user:
         rec.load_data()
         log_unknown_items(rec.data_report)
-        for user, items in zip(args.user, rec.recommend_users(args.user, args.top)):
+        for user, items in zip(args.user, rec.recommend_users(args.user, args.top), strict=True):
             results[user] = [{"item": i, "score": round(s, 4)} for i, s in items]
     print(json.dumps(results, indent=2))
     return 0
