@@ -12,33 +12,28 @@ import numpy as np
 import pytest
 import torch
 
-from sigma_pyro.config import ModelConfig
+from helpers import HIDDEN, MAX_LEN, make_module
 from sigma_pyro.data.batching import TrainingBatches, pad_right
 from sigma_pyro.data.dataset import PADDING_ID, ItemVocabulary, SequenceDataset
 from sigma_pyro.models.priors import PriorInputs
 from sigma_pyro.nn.module import SigmaModule
 
 NUM_ITEMS = 30
-MAX_LEN = 12
-HIDDEN = 16
 ATOL = 1e-5
 
 
-def make_module(prior: str, seed: int = 0) -> SigmaModule:
-    torch.manual_seed(seed)
+def noisy_module(prior: str, seed: int = 0) -> SigmaModule:
     # Non-zero dropout everywhere: eval() must switch it off for the checks to be exact.
-    config = ModelConfig(
-        prior=prior,
-        hidden_size=HIDDEN,
-        num_heads=2,
+    module = make_module(
+        prior,
+        seed,
+        num_items=NUM_ITEMS,
         num_layers=2,
         decoder_layers=2,
-        max_seq_length=MAX_LEN,
         num_interests=3,
         hidden_dropout=0.3,
         attention_dropout=0.3,
     )
-    module = SigmaModule(NUM_ITEMS, config)
     # Move item embeddings away from the tiny init so that items really differ.
     with torch.no_grad():
         module.item_embedding.weight[1:].normal_(0.0, 1.0)
@@ -96,7 +91,7 @@ CASES = [(seed, t) for seed in range(3) for t in (0, 3, 7, MAX_LEN - 2)]
 
 @pytest.mark.parametrize("prior", ["sigma", "normal"])
 def test_eval_mode_is_deterministic(prior):
-    module = make_module(prior)
+    module = noisy_module(prior)
     items = random_items(torch.Generator().manual_seed(0))
     loc1, scale1 = module.encode(items)
     loc2, scale2 = module.encode(items)
@@ -110,7 +105,7 @@ def test_eval_mode_is_deterministic(prior):
 @pytest.mark.parametrize("seed,t", CASES)
 @torch.no_grad()
 def test_encoder_is_causal(prior, seed, t):
-    module = make_module(prior, seed)
+    module = noisy_module(prior, seed)
     g = torch.Generator().manual_seed(100 + seed)
     items = random_items(g)
     changed = perturb_after(items, t, g)
@@ -125,7 +120,7 @@ def test_encoder_is_causal(prior, seed, t):
 @pytest.mark.parametrize("seed,t", CASES)
 @torch.no_grad()
 def test_decoder_is_causal(seed, t):
-    module = make_module("normal", seed)
+    module = noisy_module("normal", seed)
     g = torch.Generator().manual_seed(200 + seed)
     z = torch.randn(4, MAX_LEN, HIDDEN, generator=g)
     z_changed = z.clone()
@@ -141,7 +136,7 @@ def test_decoder_is_causal(seed, t):
 @pytest.mark.parametrize("seed,t", CASES)
 @torch.no_grad()
 def test_interests_are_causal(seed, t):
-    module = make_module("sigma", seed)
+    module = noisy_module("sigma", seed)
     g = torch.Generator().manual_seed(300 + seed)
     items = random_items(g)
     changed = perturb_after(items, t, g)
@@ -172,7 +167,7 @@ def prior_log_prob(module: SigmaModule, items: torch.Tensor, z: torch.Tensor) ->
 @pytest.mark.parametrize("seed,t", CASES)
 @torch.no_grad()
 def test_prior_is_causal(prior, seed, t):
-    module = make_module(prior, seed)
+    module = noisy_module(prior, seed)
     g = torch.Generator().manual_seed(400 + seed)
     items = random_items(g)
     changed = perturb_after(items, t, g)
@@ -190,7 +185,7 @@ def test_prior_is_causal(prior, seed, t):
 def test_sigma_prior_depends_on_current_prefix():
     """The mixture prior at t must use the items up to t (not be constant): changing the item
     at position t itself changes the prior there."""
-    module = make_module("sigma")
+    module = noisy_module("sigma")
     g = torch.Generator().manual_seed(7)
     items = random_items(g)
     items[0] = torch.randint(1, NUM_ITEMS + 1, (MAX_LEN,), generator=g)

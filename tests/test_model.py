@@ -12,72 +12,15 @@ import torch
 from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO
 
+from helpers import HIDDEN, MAX_LEN, NUM_ITEMS, K, make_batch, make_module, traces, widen
 from sigma_pyro.config import ModelConfig
 from sigma_pyro.data.batching import SequenceBatch, TrainingBatches
-from sigma_pyro.data.dataset import PADDING_ID
 from sigma_pyro.inference.objective import elbo_terms
 from sigma_pyro.models.priors import PriorInputs
 from sigma_pyro.nn.module import SigmaModule
 
-NUM_ITEMS = 25
-HIDDEN = 16
-MAX_LEN = 12
-K = 3
 KL_SCALE, INTEREST_SCALE = 0.1, 0.2
 PLATES = ("sequences", "positions", "tokens")
-
-
-def make_module(prior: str = "sigma", seed: int = 0, **overrides) -> SigmaModule:
-    torch.manual_seed(seed)
-    config = ModelConfig(
-        prior=prior,
-        hidden_size=HIDDEN,
-        num_heads=2,
-        max_seq_length=MAX_LEN,
-        num_interests=K,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-        **overrides,
-    )
-    return SigmaModule(NUM_ITEMS, config)
-
-
-def make_sequences(seed: int = 0, users: int = 8, max_length: int = 9) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [
-        rng.integers(1, NUM_ITEMS + 1, size=int(rng.integers(3, max_length + 1)))
-        for _ in range(users)
-    ]
-
-
-def make_batch(seed: int = 0, users: int = 8, max_length: int = 9) -> SequenceBatch:
-    seqs = make_sequences(seed, users, max_length)
-    batch = next(iter(TrainingBatches(seqs, users, MAX_LEN, shuffle=False)))
-    assert batch.items.shape[0] == users
-    assert not batch.mask.all(), "the test batch needs padding"
-    return batch
-
-
-def widen(batch: SequenceBatch, extra: int) -> SequenceBatch:
-    """The same batch with ``extra`` more all-padding columns."""
-    pad = torch.full((batch.items.shape[0], extra), PADDING_ID, dtype=torch.long)
-    return SequenceBatch(
-        torch.cat([batch.items, pad], 1),
-        torch.cat([batch.targets, pad], 1),
-        torch.cat([batch.mask, pad.bool()], 1),
-        batch.index,
-    )
-
-
-def get_traces(module, batch, kl_scale=KL_SCALE, interest_scale=INTEREST_SCALE, guide=None):
-    guide = guide or module.guide
-    guide_trace = poutine.trace(guide).get_trace(batch, kl_scale, interest_scale)
-    model_trace = poutine.trace(poutine.replay(module.model, trace=guide_trace)).get_trace(
-        batch, kl_scale, interest_scale
-    )
-    guide_trace.compute_log_prob()
-    model_trace.compute_log_prob()
-    return model_trace, guide_trace
 
 
 def sample_sites(trace) -> dict:
@@ -96,7 +39,7 @@ def test_trace_sites_and_shapes(prior):
     module = make_module(prior)
     batch = make_batch()
     num_sequences, length = batch.items.shape
-    model_trace, guide_trace = get_traces(module, batch)
+    model_trace, guide_trace = traces(module, batch, KL_SCALE, INTEREST_SCALE)
     model_sites, guide_sites = sample_sites(model_trace), sample_sites(guide_trace)
 
     expected_model = {"z", "next_item"}
@@ -148,7 +91,7 @@ def test_trace_sites_and_shapes(prior):
 def test_guide_is_the_encoder(prior):
     module = make_module(prior).eval()
     batch = make_batch(seed=4)
-    _, guide_trace = get_traces(module, batch)
+    _, guide_trace = traces(module, batch, KL_SCALE, INTEREST_SCALE)
     loc, scale = module.encode(batch.items)
     fn = guide_trace.nodes["z"]["fn"].base_dist.base_dist
     torch.testing.assert_close(fn.loc, loc)
@@ -159,7 +102,7 @@ def test_guide_is_the_encoder(prior):
 def test_interest_head_scores_the_causal_interest_means(positions):
     module = make_module("sigma", interest_positions=positions).eval()
     batch = make_batch(seed=4)
-    model_trace, _ = get_traces(module, batch)
+    model_trace, _ = traces(module, batch, KL_SCALE, INTEREST_SCALE)
     interests = module.extract_interests(batch.items, batch.mask)
     rows, last = torch.arange(batch.items.shape[0]), batch.mask.sum(1) - 1
     if positions == "all":
@@ -181,12 +124,7 @@ def test_garbage_at_padding_does_not_change_log_densities(prior):
     module = make_module(prior).eval()
     batch = make_batch(seed=1)
     pyro.set_rng_seed(0)
-    guide_trace = poutine.trace(module.guide).get_trace(batch, KL_SCALE, INTEREST_SCALE)
-    clean_model = poutine.trace(poutine.replay(module.model, trace=guide_trace)).get_trace(
-        batch, KL_SCALE, INTEREST_SCALE
-    )
-    guide_trace.compute_log_prob()
-    clean_model.compute_log_prob()
+    clean_model, guide_trace = traces(module, batch, KL_SCALE, INTEREST_SCALE)
     clean = {n: s["log_prob_sum"].item() for n, s in sample_sites(clean_model).items()}
     clean_guide_z = guide_trace.nodes["z"]["log_prob_sum"].item()
 
@@ -248,8 +186,8 @@ def test_extra_padding_columns_do_not_change_the_elbo(prior):
     assert wide.items.shape[1] > narrow.items.shape[1]
 
     def elbo(batch, garbage):
-        model_trace, guide_trace = get_traces(
-            module, batch, guide=pinned_guide(module, batch, garbage)
+        model_trace, guide_trace = traces(
+            module, batch, KL_SCALE, INTEREST_SCALE, guide=pinned_guide(module, batch, garbage)
         )
         return {
             **{
@@ -416,7 +354,7 @@ def test_orthogonality_penalty_positive_otherwise():
 
     # The model adds it as a factor weighted per token.
     batch = make_batch(seed=8)
-    model_trace, _ = get_traces(module, batch)
+    model_trace, _ = traces(module, batch, KL_SCALE, INTEREST_SCALE)
     factor = model_trace.nodes["orthogonality"]["log_prob_sum"].item()
     expected = -module.config.orthogonality_weight * batch.num_tokens * penalty.item()
     assert factor == pytest.approx(expected, rel=1e-5)
@@ -425,7 +363,7 @@ def test_orthogonality_penalty_positive_otherwise():
 
 def test_zero_orthogonality_weight_drops_the_factor():
     module = make_module("sigma", orthogonality_weight=0.0)
-    model_trace, _ = get_traces(module, make_batch())
+    model_trace, _ = traces(module, make_batch(), KL_SCALE, INTEREST_SCALE)
     assert "orthogonality" not in model_trace.nodes
 
 
@@ -493,7 +431,7 @@ def test_balance_and_sharpness_penalties():
 
     module = make_module("sigma", balance_weight=0.3, sharpness_weight=0.7).eval()
     batch = make_batch(seed=8)
-    model_trace, _ = get_traces(module, batch)
+    model_trace, _ = traces(module, batch, KL_SCALE, INTEREST_SCALE)
     interests = module.extract_interests(batch.items, batch.mask)
     rows, last = torch.arange(batch.items.shape[0]), batch.mask.sum(1) - 1
     expected = {

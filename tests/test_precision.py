@@ -7,21 +7,16 @@ import math
 import pyro
 import pytest
 import torch
-from pyro import poutine
 from pyro.infer import Trace_ELBO
 
+from helpers import make_batch, make_module, traces
 from sigma_pyro.inference.precision import autocast_program
-from test_priors import make_batch, make_module
 
 
 def _traces(module, batch, amp: bool):
     guide = autocast_program(module.guide, "cpu", amp)
     model = autocast_program(module.model, "cpu", amp)
-    guide_trace = poutine.trace(guide).get_trace(batch, 1.0, 1.0)
-    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(batch, 1.0, 1.0)
-    guide_trace.compute_log_prob()
-    model_trace.compute_log_prob()
-    return model_trace, guide_trace
+    return traces(module, batch, guide=guide, model=model)
 
 
 @pytest.mark.parametrize("prior", ["sigma", "normal", "gmm", "vamp", "deterministic"])

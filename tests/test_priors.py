@@ -13,42 +13,16 @@ from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
 from torch.distributions import kl_divergence
 
+from helpers import HIDDEN, PSEUDO, K, make_batch, make_module, traces, widen
 from sigma_pyro.api import SigmaRecommender
 from sigma_pyro.cli.commands.common import config_overrides
 from sigma_pyro.cli.main import build_parser
-from sigma_pyro.config import ModelConfig, load_config
-from sigma_pyro.data.batching import SequenceBatch, TrainingBatches
-from sigma_pyro.data.dataset import PADDING_ID
+from sigma_pyro.config import load_config
 from sigma_pyro.errors import ConfigError
 from sigma_pyro.models.priors import PRIORS, PriorInputs
 from sigma_pyro.nn.interests import Interests
-from sigma_pyro.nn.module import SigmaModule
 
-NUM_ITEMS, HIDDEN, MAX_LEN, K, PSEUDO = 25, 16, 12, 3, 5
 ALL_PRIORS = ("normal", "gmm", "vamp", "sigma", "sigma-uniform")
-
-
-def make_module(prior: str, seed: int = 0, **overrides) -> SigmaModule:
-    torch.manual_seed(seed)
-    settings = dict(
-        prior=prior,
-        hidden_size=HIDDEN,
-        num_heads=2,
-        max_seq_length=MAX_LEN,
-        num_interests=K,
-        pseudo_inputs=PSEUDO,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-    )
-    return SigmaModule(NUM_ITEMS, ModelConfig(**{**settings, **overrides}))
-
-
-def make_batch(seed: int = 0, users: int = 8) -> SequenceBatch:
-    rng = np.random.default_rng(seed)
-    seqs = [rng.integers(1, NUM_ITEMS + 1, size=int(rng.integers(3, 10))) for _ in range(users)]
-    batch = next(iter(TrainingBatches(seqs, users, MAX_LEN, shuffle=False)))
-    assert not batch.mask.all(), "the test batch needs padding"
-    return batch
 
 
 def prior_of(module, batch):
@@ -77,11 +51,7 @@ def test_prior_shapes_and_trace(prior):
     assert p.log_prob(z).shape == batch.items.shape
     assert torch.isfinite(p.log_prob(z)).all()
 
-    guide_trace = poutine.trace(module.guide).get_trace(batch, 1.0, 1.0)
-    model_trace = poutine.trace(poutine.replay(module.model, trace=guide_trace)).get_trace(
-        batch, 1.0, 1.0
-    )
-    model_trace.compute_log_prob()
+    model_trace, _ = traces(module, batch)
     site = model_trace.nodes["z"]
     assert tuple(site["fn"].batch_shape) == tuple(batch.items.shape)
     assert (site["log_prob"][~batch.mask] == 0).all()
@@ -237,21 +207,8 @@ def test_num_interests_sets_the_number_of_components(prior):
 # -- the analytic KL -----------------------------------------------------------------------------
 
 
-def widen(batch: SequenceBatch, extra: int) -> SequenceBatch:
-    pad = torch.full((batch.items.shape[0], extra), PADDING_ID, dtype=torch.long)
-    return SequenceBatch(
-        torch.cat([batch.items, pad], 1),
-        torch.cat([batch.targets, pad], 1),
-        torch.cat([batch.mask, pad.bool()], 1),
-        batch.index,
-    )
-
-
 def z_sites(module, batch):
-    guide_trace = poutine.trace(module.guide).get_trace(batch, 1.0, 1.0)
-    model_trace = poutine.trace(poutine.replay(module.model, trace=guide_trace)).get_trace(
-        batch, 1.0, 1.0
-    )
+    model_trace, guide_trace = traces(module, batch)
     return guide_trace.nodes["z"]["fn"], model_trace.nodes["z"]["fn"]
 
 
@@ -349,12 +306,8 @@ def test_trainer_uses_trace_mean_field_with_analytic_kl(monkeypatch):
 def test_deterministic_variant_has_no_latent_and_its_loss_is_the_exact_nll():
     module = make_module("deterministic").eval()
     batch = make_batch(seed=3)
-    guide_trace = poutine.trace(module.guide).get_trace(batch, 1.0, 1.0)
-    model_trace = poutine.trace(poutine.replay(module.model, trace=guide_trace)).get_trace(
-        batch, 1.0, 1.0
-    )
+    model_trace, guide_trace = traces(module, batch)
     assert "z" not in model_trace.nodes and "z" not in guide_trace.nodes
-    model_trace.compute_log_prob()
     # z is the encoder mean: the next-item scores are those of decode(mean).
     loc, scale = module.encode(batch.items)
     assert (scale == 0).all()
