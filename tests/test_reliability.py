@@ -1,4 +1,4 @@
-"""Failure behaviour (docs/failure-behaviour.md): bad input, interrupted training, damaged or
+"""Failure behaviour (README.md, "Failure behaviour"): bad input, interrupted training, damaged or
 untrusted checkpoints, numerical faults, data a model has never seen, and memory limits."""
 
 from __future__ import annotations
