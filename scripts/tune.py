@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Validation-only tuning sweeps as a script: the same as ``sigma-pyro tune ARGS``."""
+"""Validation-only tuning (an Optuna study) as a script: the same as ``sigma-pyro tune ARGS``."""
 
 import sys
 

@@ -88,10 +88,11 @@ class SigmaRecommender:
         return self.module
 
     def fit(
-        self, out_dir: str | Path | None = None, resume: bool = False, log=None
+        self, out_dir: str | Path | None = None, resume: bool = False, log=None, *, on_epoch=None
     ) -> TrainingSummary:
         """Train with SVI until early stopping; keep (and, with ``out_dir``, save) the model
-        with the best validation metric."""
+        with the best validation metric. ``on_epoch(record)`` sees each epoch's
+        :class:`~sigma_pyro.inference.training.EpochRecord`."""
         if self.dataset is None:
             self.load_data()
         split = self.split
@@ -117,7 +118,13 @@ class SigmaRecommender:
                 self.save(out_dir, extra={"best_epoch": epoch, "valid": valid})
 
         trainer = Trainer(
-            module, split, self.config, state_dir=out_dir, on_improvement=keep_best, log=log
+            module,
+            split,
+            self.config,
+            state_dir=out_dir,
+            on_improvement=keep_best,
+            log=log,
+            on_epoch=on_epoch,
         )
         summary = trainer.fit(resume=resume)
         if "module" in best_state:

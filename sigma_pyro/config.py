@@ -334,25 +334,48 @@ def preset_path(name: str) -> Path:
     )
 
 
+def space_names() -> tuple[str, ...]:
+    """The search spaces of ``sigma-pyro tune`` that ship in ``sigma_pyro/presets/spaces``."""
+    folder = resources.files("sigma_pyro.presets") / "spaces"
+    return tuple(
+        sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    )
+
+
+def space_path(name: str) -> Path:
+    """A shipped search space by name, or any YAML file by path."""
+    if name in space_names():
+        return Path(str(resources.files("sigma_pyro.presets") / "spaces" / f"{name}.yaml"))
+    path = Path(name)
+    if not path.is_file():
+        raise ConfigError(f"--space {name}: no such file (shipped: {', '.join(space_names())})")
+    return path
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML file's content; unreadable text is a ConfigError naming the file and line."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        line = err.object.count(b"\n", 0, err.start) + 1
+        raise ConfigError(
+            f"{path}:{line}: not valid UTF-8 (byte 0x{err.object[err.start]:02x})"
+        ) from None
+    except yaml.YAMLError as err:
+        line = getattr(getattr(err, "problem_mark", None), "line", None)
+        where = f"{path}:{line + 1}" if line is not None else str(path)
+        problem = getattr(err, "problem", None) or getattr(err, "reason", None)
+        detail = f" ({problem})" if problem else ""
+        raise ConfigError(f"{where}: not valid YAML{detail}") from None
+
+
 def load_config(preset: str | None = None, overrides: dict | None = None) -> Config:
     """Defaults, then the preset, then explicit overrides; validated."""
     config = Config()
     from_preset: set[str] = set()
     if preset is not None:
         path = preset_path(preset)
-        try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except UnicodeDecodeError as err:
-            line = err.object.count(b"\n", 0, err.start) + 1
-            raise ConfigError(
-                f"{path}:{line}: not valid UTF-8 (byte 0x{err.object[err.start]:02x})"
-            ) from None
-        except yaml.YAMLError as err:
-            line = getattr(getattr(err, "problem_mark", None), "line", None)
-            where = f"{path}:{line + 1}" if line is not None else str(path)
-            problem = getattr(err, "problem", None) or getattr(err, "reason", None)
-            detail = f" ({problem})" if problem else ""
-            raise ConfigError(f"{where}: not valid YAML{detail}") from None
+        values = read_yaml(path)
         config.update(values or {}, str(path))
         from_preset = {
             name

@@ -1,13 +1,17 @@
-"""Validation-only tuning (``sigma-pyro tune``): sweep parsing, the settings it trains, that
-the test split is never scored, resumption, the report, and its place in docs/results.md."""
+"""Validation-only tuning (``sigma-pyro tune``): the search space and its errors, the Optuna
+study (resumed, extended, retried after a dead process or Ctrl-C, pruned, on a grid, in two
+workers), that the test split is never scored, the reports, and their place in
+docs/results.md."""
 
 from __future__ import annotations
 
 import runpy
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 
@@ -15,88 +19,76 @@ import sigma_pyro.api as api
 import sigma_pyro.experiments.tuning as tuning
 import sigma_pyro.inference.training as training
 from sigma_pyro.cli.main import main
-from sigma_pyro.config import load_config
 from sigma_pyro.errors import ConfigError
-from sigma_pyro.experiments.tuning import (
-    BASELINE,
-    TUNING_METRICS,
-    best_setting,
-    parse_sweep,
-    run_tuning,
-    tuning_settings,
-)
+from sigma_pyro.experiments.compare import METRICS
+from sigma_pyro.experiments.tuning import TUNING_METRICS, load_space, run_tuning
+from sigma_pyro.inference.training import EpochRecord, TrainingError
 
 REPO = Path(__file__).resolve().parents[1]
-# Neither hidden_size nor num_interests: the tests sweep them.
+# Neither num_interests nor hidden_dropout: the spaces below tune them.
 TINY = {
     "synthetic_users": 120,
     "synthetic_items": 50,
     "synthetic_categories": 4,
     "num_heads": 2,
+    "hidden_size": 16,
     "max_seq_length": 10,
     "batch_size": 64,
     "epochs": 1,
+    "progress": False,
 }
-SMALL = {**TINY, "hidden_size": 16}
 TINY_FLAGS = [
-    word for name, value in TINY.items() for word in ("--" + name.replace("_", "-"), str(value))
+    word
+    for name, value in TINY.items()
+    if name != "progress"
+    for word in ("--" + name.replace("_", "-"), str(value))
 ] + ["--no-progress"]
-SMALL_FLAGS = [*TINY_FLAGS, "--hidden-size", "16"]
+SPACE = """\
+num_interests: {type: categorical, choices: [2, 4]}
+hidden_dropout: {type: float, low: 0.1, high: 0.5}
+"""
+GRID = """\
+num_interests: {type: categorical, choices: [2, 4]}
+prior: {type: categorical, choices: [sigma, normal]}
+"""
 
 
-def test_a_sweep_reads_each_value_as_the_settings_type():
-    assert parse_sweep("num_interests=2,8") == ("num_interests", [2, 8])
-    assert parse_sweep("--kl-cap=0.1, 0.5") == ("kl_cap", [0.1, 0.5])
-    assert parse_sweep("train_prototypes=false") == ("train_prototypes", [False])
-    assert parse_sweep("prior=normal,sigma") == ("prior", ["normal", "sigma"])
+def quiet(line: str) -> None:
+    pass
 
 
-@pytest.mark.parametrize(
-    "spec, message",
-    [
-        ("num_interests", "expected NAME=VALUE"),
-        ("num_interests=", "expected NAME=VALUE"),
-        ("num_intrests=2", "unknown setting 'num_intrests'"),
-        ("seed=1,2", "seed is not a model or training setting"),
-        ("path=a.txt", "path is not a model or training setting"),
-        ("num_interests=two", "cannot read 'two' as int"),
-        ("kl_cap=0.1,0.1", "a value is given twice"),
-    ],
-)
-def test_a_bad_sweep_is_a_one_line_error_naming_it(tmp_path, capsys, spec, message):
-    assert main(["tune", "--out", str(tmp_path / "t"), "--sweep", spec, *SMALL_FLAGS]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"--sweep {spec}" in err and message in err
-    assert not (tmp_path / "t").exists()
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
-def test_an_impossible_swept_value_fails_before_anything_trains(tmp_path, capsys):
-    assert (
-        main(["tune", "--out", str(tmp_path / "t"), "--sweep", "hidden_size=15", *TINY_FLAGS]) == 2
-    )
-    err = capsys.readouterr().err
-    assert "--sweep hidden_size=15" in err and err.count("\n") == 1
-    assert not (tmp_path / "t" / "tuning.csv").exists()
+@pytest.fixture
+def space(tmp_path) -> Path:
+    return write(tmp_path / "space.yaml", SPACE)
 
 
-def test_settings_are_the_preset_then_each_value_that_differs_from_it():
-    base = load_config("office")
-    settings = tuning_settings(base, [("num_interests", [2, 4, 8]), ("kl_cap", [0.5])])
-    assert settings == {
-        BASELINE: {},
-        "num_interests=2": {"num_interests": 2},
-        "num_interests=8": {"num_interests": 8},
-        "kl_cap=0.5": {"kl_cap": 0.5},
-    }
-    with pytest.raises(ConfigError, match="swept twice"):
-        tuning_settings(base, [("kl_cap", [0.1]), ("kl_cap", [0.5])])
+def tune(out: Path, space: Path, trials: int, **options) -> pd.DataFrame:
+    overrides = {**TINY, **options.pop("overrides", {})}
+    return run_tuning(out, space, trials, overrides=overrides, log=quiet, **options)
 
 
-def test_a_swept_setting_may_not_also_be_fixed(tmp_path):
-    with pytest.raises(ConfigError, match="also fixed by --kl-cap"):
-        run_tuning(
-            tmp_path, [("kl_cap", [0.5])], overrides={**SMALL, "kl_cap": 0.1}, progress=False
-        )
+def fake_training(monkeypatch, score=lambda config: 0.1 * config.model.num_interests):
+    """Replace training by one epoch whose every validation metric is ``score(config)``;
+    returns the configurations trained."""
+    trained = []
+
+    def train(config, on_epoch, log):
+        trained.append(config)
+        valid = {m: score(config) for m in METRICS}
+        on_epoch(EpochRecord(1, 1, 0.0, {}, valid, 0.0, 0.0, 0.0))
+
+    monkeypatch.setattr(tuning, "train_trial", train)
+    return trained
+
+
+def stored_trials(out: Path) -> list[optuna.trial.FrozenTrial]:
+    storage = f"sqlite:///{out / tuning.STUDY_FILE}"
+    return optuna.load_study(study_name=out.name, storage=storage).trials
 
 
 @pytest.fixture
@@ -116,104 +108,293 @@ def scored_targets(monkeypatch):
     return seen
 
 
-def test_tuning_trains_each_setting_and_never_scores_the_test_split(tmp_path, scored_targets):
-    table = run_tuning(
-        tmp_path,
-        [("num_interests", [2]), ("hidden_dropout", [0.1])],
-        overrides=SMALL,
-        progress=False,
-        log=lambda line: None,
-    )
-    assert table["setting"].tolist() == [BASELINE, "num_interests=2", "hidden_dropout=0.1"]
-    assert (table["status"] == "ok").all()
-    assert not any(c.startswith(("recall", "ndcg", "mrr")) for c in table.columns)
-    rec = api.SigmaRecommender.from_preset("synthetic", **SMALL)
-    split = rec.split
+def test_a_study_trains_its_trials_and_never_scores_the_test_split(tmp_path, space, scored_targets):
+    out = tmp_path / "study"
+    table = tune(out, space, 2, overrides={"epochs": 2})
+    assert table["number"].tolist() == [0, 1] and (table["state"] == "complete").all()
+    split = api.SigmaRecommender.from_preset("synthetic", **TINY).split
     assert scored_targets and all(np.array_equal(t, split.valid_target) for t in scored_targets)
     assert not any(np.array_equal(t, split.test_target) for t in scored_targets)
-    # Each setting really trained with its value, and the row holds its best validation.
-    saved = api.SigmaRecommender.load(tmp_path / "runs" / "num_interests=2")
-    assert saved.config.model.num_interests == 2
-    meta = pd.read_json(tmp_path / "runs" / "num_interests=2" / "model.json", typ="series")
-    row = table.set_index("setting").loc["num_interests=2"]
-    assert row["valid_ndcg@10"] == pytest.approx(meta["valid"]["ndcg@10"])
-    report = (tmp_path / "tuning.md").read_text()
-    assert "--sweep num_interests=2 --sweep hidden_dropout=0.1" in report
-    assert f"Best validation ndcg@10: `{best_setting(table)}`" in report
+
+    csv = pd.read_csv(out / "tuning.csv")
+    assert {
+        "param_num_interests",
+        "param_hidden_dropout",
+        *TUNING_METRICS,
+        "best_epoch",
+        "epochs",
+        "wall_seconds",
+        "criterion",
+        "code",
+        "command",
+    } <= set(csv.columns)
+    assert not any(c.startswith(("recall", "ndcg", "mrr", "test")) for c in csv.columns)
+    # The objective is the best validation criterion over the epochs, as the row records.
+    for trial, row in zip(stored_trials(out), csv.to_dict("records"), strict=True):
+        assert trial.value == pytest.approx(row["valid_ndcg@10"])
+        assert trial.params == {
+            "num_interests": row["param_num_interests"],
+            "hidden_dropout": pytest.approx(row["param_hidden_dropout"]),
+        }
+        assert row["epochs"] == 2 and row["best_epoch"] in (1, 2)
+        assert max(trial.intermediate_values.values()) == pytest.approx(trial.value)
+
+    report = (out / "tuning.md").read_text()
+    command = f"sigma-pyro tune --space {space} --trials 2 --out {out}"
+    assert command in report and command in csv["command"].iloc[0]
+    best = csv.loc[csv["valid_ndcg@10"].idxmax()]
+    assert f"Best validation ndcg@10: trial {best['number']}," in report
+    assert "| `hidden_dropout` | reals 0.1 to 0.5 |" in report
+    assert "sigma-pyro train --synthetic-users 120" in report and f"--out {out / 'best'}" in report
 
 
-def test_rerunning_the_same_tuning_resumes_it(tmp_path, monkeypatch):
-    calls = []
-    original = tuning.train_and_validate
+def test_rerunning_resumes_the_study_and_more_trials_run_only_the_difference(
+    tmp_path, space, monkeypatch
+):
+    trained = []
+    original = tuning.train_trial
 
-    def counted(config, run_dir, log):
-        calls.append(run_dir.name)
-        return original(config, run_dir, log)
+    def counted(config, on_epoch, log):
+        trained.append(config)
+        original(config, on_epoch, log)
 
-    monkeypatch.setattr(tuning, "train_and_validate", counted)
-    run_tuning(
-        tmp_path, [("num_interests", [2])], overrides=SMALL, progress=False, log=lambda line: None
+    monkeypatch.setattr(tuning, "train_trial", counted)
+    out = tmp_path / "study"
+    tune(out, space, 1)
+    tune(out, space, 1)
+    assert len(trained) == 1
+    table = tune(out, space, 2)
+    assert len(trained) == 2 and table["number"].tolist() == [0, 1]
+    assert len(pd.read_csv(out / "tuning.csv")) == 2
+
+
+def test_a_trial_left_running_by_a_dead_process_is_retried(tmp_path, space, monkeypatch):
+    monkeypatch.setattr(tuning, "HEARTBEAT_SECONDS", 1)
+    monkeypatch.setattr(tuning, "GRACE_SECONDS", 1)
+    trained = fake_training(monkeypatch)
+    out = tmp_path / "study"
+    out.mkdir()
+    # What a killed process leaves: a RUNNING trial whose heartbeat has stopped.
+    storage = tuning.open_storage(f"sqlite:///{out / tuning.STUDY_FILE}")
+    study = optuna.create_study(storage=storage, study_name=out.name, direction="maximize")
+    with pytest.warns(UserWarning, match="Heartbeat"):  # it is meant for Study.optimize
+        stuck = study.ask(load_space(space, "synthetic", TINY))
+    storage.record_heartbeat(stuck._trial_id)
+    time.sleep(2.5)
+    table = tune(out, space, 1).set_index("number")
+    assert table.loc[stuck.number, "state"] == "failed"
+    retry = table[table["retry_of"] == stuck.number]
+    assert len(retry) == 1 and retry["state"].iloc[0] == "complete"
+    assert [c.model.num_interests for c in trained] == [stuck.params["num_interests"]]
+    assert retry["param_hidden_dropout"].iloc[0] == stuck.params["hidden_dropout"]
+    assert (
+        f"| {retry.index[0]} | complete (retry of {stuck.number}) |"
+        in (out / "tuning.md").read_text()
     )
-    assert calls == [BASELINE, "num_interests=2"]
-    run_tuning(
-        tmp_path,
-        [("num_interests", [2, 8])],
-        overrides=SMALL,
-        progress=False,
-        log=lambda line: None,
-    )
-    assert calls == [BASELINE, "num_interests=2", "num_interests=8"]
-    assert len(pd.read_csv(tmp_path / "tuning.csv")) == 3
 
 
-def test_parallel_jobs_train_every_setting_like_one_job(tmp_path):
-    sweeps = [("num_interests", [2]), ("kl_cap", [0.5])]
-    one = run_tuning(
-        tmp_path / "one", sweeps, overrides=SMALL, progress=False, log=lambda line: None
-    )
-    two = run_tuning(
-        tmp_path / "two", sweeps, overrides=SMALL, progress=False, log=lambda line: None, jobs=2
-    )
-    assert sorted(two["setting"]) == sorted(one["setting"]) and (two["status"] == "ok").all()
-    # Same seeds and settings; only the thread count differs, which may reorder float sums.
-    merged = one.merge(two, on="setting", suffixes=("_one", "_two"))
-    for metric in TUNING_METRICS:
-        assert np.allclose(merged[metric + "_one"], merged[metric + "_two"], atol=1e-3), metric
-    assert (tmp_path / "two" / "runs" / "kl_cap=0.5" / "model.pt").is_file()
+def test_an_interrupted_trial_is_retried_by_the_next_run(tmp_path, space, monkeypatch):
+    def interrupted(config, on_epoch, log):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tuning, "train_trial", interrupted)
+    out = tmp_path / "study"
+    with pytest.raises(KeyboardInterrupt):
+        tune(out, space, 1)
+    first = pd.read_csv(out / "tuning.csv")
+    assert first["state"].tolist() == ["failed", "waiting"]
+    assert first["error"].iloc[0] == "interrupted"
+    fake_training(monkeypatch)
+    table = tune(out, space, 1)
+    assert table["state"].tolist() == ["failed", "complete"] and table["retry_of"][1] == 0
+    assert table["param_hidden_dropout"][1] == first["param_hidden_dropout"][0]
+
+
+def test_a_pruned_trial_counts_as_finished_and_is_listed(tmp_path, space, monkeypatch):
+    # Every validation metric is below 1, so this pruner stops each trial at its first epoch.
+    monkeypatch.setitem(tuning.PRUNERS, "median", lambda: optuna.pruners.ThresholdPruner(lower=1.0))
+    out = tmp_path / "study"
+    table = tune(out, space, 1, overrides={"epochs": 3})
+    row = table.iloc[0]
+    assert row["state"] == "pruned" and row["epochs"] == 1 and row["best_epoch"] == 1
+    assert 0 < row["valid_ndcg@10"] < 1
+    assert "| 0 | pruned |" in (out / "tuning.md").read_text()
+    assert len(tune(out, space, 1)) == 1
+
+
+def test_failed_trials_are_recorded_and_a_study_that_only_fails_stops(tmp_path, space, monkeypatch):
+    def diverged(config, on_epoch, log):
+        raise TrainingError("non-finite ELBO at epoch 1, step 3")
+
+    monkeypatch.setattr(tuning, "train_trial", diverged)
+    out = tmp_path / "study"
+    table = tune(out, space, 5)
+    assert table["state"].tolist() == ["failed"] * tuning.FAILURES_IN_A_ROW
+    assert (table["error"] == "non-finite ELBO at epoch 1, step 3").all()
+    report = (out / "tuning.md").read_text()
+    assert "No complete trials." in report and "trial 0 (non-finite ELBO" in report
+
+
+def test_the_grid_sampler_tries_every_combination_once(tmp_path, monkeypatch):
+    trained = fake_training(monkeypatch)
+    grid = write(tmp_path / "grid.yaml", GRID)
+    out = tmp_path / "study"
+    table = tune(out, grid, 10, sampler="grid")
+    tried = {(c.model.num_interests, c.model.prior) for c in trained}
+    assert len(trained) == 4 and tried == {(2, "sigma"), (4, "sigma"), (2, "normal"), (4, "normal")}
+    assert len(table) == 4 and (table["state"] == "complete").all()
+    tune(out, grid, 10, sampler="grid")
+    assert len(trained) == 4
+
+
+def test_two_workers_share_the_study(tmp_path, space):
+    out = tmp_path / "study"
+    table = tune(out, space, 2, jobs=2)
+    assert sorted(table["number"]) == [0, 1] and (table["state"] == "complete").all()
+    assert table["param_hidden_dropout"].nunique() == 2
     with pytest.raises(ConfigError, match="--jobs must be at least 1"):
-        run_tuning(tmp_path / "three", sweeps, overrides=SMALL, jobs=0)
+        tune(tmp_path / "other", space, 2, jobs=0)
+
+
+def test_a_resumed_study_must_rank_by_the_same_metric(tmp_path, space, monkeypatch):
+    fake_training(monkeypatch)
+    out = tmp_path / "study"
+    tune(out, space, 1)
+    with pytest.raises(ConfigError, match="ranks by ndcg@10"):
+        tune(out, space, 2, overrides={"early_stop_metric": "mrr"})
+
+
+@pytest.mark.parametrize(
+    "text, key, message",
+    [
+        ("nope: {type: int, low: 1, high: 2}", "nope", "unknown setting"),
+        ("seed: {type: int, low: 0, high: 3}", "seed", "not a model or training setting"),
+        (
+            "hidden_size: {type: categorical, choices: [16, 32]}",
+            "hidden_size",
+            "also fixed by --hidden-size",
+        ),
+        ("num_layers: {type: int, low: 3, high: 1}", "num_layers", "low (3) must be below"),
+        ("lr: {type: float, low: 1e-4, high: 0.01}", "lr", "write 1e-4 as 1.0e-4"),
+        ("num_layers: {type: float, low: 1.0, high: 3.0}", "num_layers", "use type: int"),
+        ("num_layers: {type: int, low: 1.5, high: 3}", "num_layers", "must be an integer"),
+        ("num_layers: {type: int, low: 1, high: 4, step: 2}", "num_layers", "multiple of step"),
+        ("num_layers: {type: int, low: 1, high: 3, stepp: 1}", "num_layers", "unknown key(s)"),
+        ("lr: {type: float, low: 0.0, high: 0.1, log: true}", "lr", "needs low > 0"),
+        ("lr: {type: float, low: 0.001, high: 0.1, log: yes please}", "lr", "log must be"),
+        (
+            "hidden_dropout: {type: float, low: 0.1, high: 1.5}",
+            "hidden_dropout",
+            "1.5 is rejected: --hidden-dropout must be in [0, 1)",
+        ),
+        (
+            "num_interests: {type: categorical, choices: [2, two]}",
+            "num_interests",
+            "cannot read 'two' as int",
+        ),
+        ("num_interests: {type: categorical, choices: [2, 2.0]}", "num_interests", "given twice"),
+        ("num_interests: {type: categorical, choices: [2]}", "num_interests", "at least two"),
+        ("num_layers: [1, 2]", "num_layers", "expected {type: float|int|categorical"),
+        ("ks: {type: categorical, choices: [5, 10]}", "ks", "not a model or training"),
+    ],
+)
+def test_a_bad_space_is_a_one_line_error_naming_the_file_and_key(
+    tmp_path, capsys, text, key, message
+):
+    path = write(tmp_path / "bad.yaml", text + "\n")
+    out = tmp_path / "study"
+    argv = ["tune", "--space", str(path), "--trials", "2", "--out", str(out), *TINY_FLAGS]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{path}: {key}: " in err and message in err, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "expected a mapping of settings"),
+        ("- lr\n", "expected a mapping of settings"),
+        ("lr: {type: float, low: 1.0e-4\n", ":2: not valid YAML"),
+    ],
+)
+def test_a_space_that_is_no_mapping_is_a_one_line_error(tmp_path, capsys, text, message):
+    path = write(tmp_path / "bad.yaml", text)
+    argv = ["tune", "--space", str(path), "--trials", "1", "--out", str(tmp_path / "o")]
+    assert main([*argv, *TINY_FLAGS]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(path) in err and message in err, err
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--sampler", "grid"], "--sampler grid: hidden_dropout is a range"),
+        (["--sampler", "cmaes"], "--sampler 'cmaes' is unknown"),
+        (["--pruner", "hyperband"], "--pruner 'hyperband' is unknown"),
+        (["--trials", "0"], "--trials must be at least 1"),
+        (["--timeout", "0"], "--timeout must be positive"),
+        (["--early-stop-metric", "ndcg@5"], "tuning ranks by one of"),
+    ],
+)
+def test_bad_study_flags_are_one_line_errors(tmp_path, space, capsys, flags, message):
+    out = tmp_path / "study"
+    argv = ["tune", "--space", str(space), "--trials", "1", "--out", str(out), *TINY_FLAGS]
+    assert main([*argv, *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not out.exists()
+
+
+def test_the_shipped_spaces_load_against_every_preset():
+    for name in ("shared-network", "kl", "sigma"):
+        for preset in ("synthetic", "beauty", "toys", "office"):
+            assert load_space(name, preset)
+    assert tuning.describe(load_space("kl")["kl_cap"]) == "reals 0.0001 to 1, log-uniform"
+
+
+def test_the_command_prints_the_report(tmp_path, space, monkeypatch, capsys):
+    fake_training(monkeypatch)
+    out = tmp_path / "study"
+    argv = ["tune", "--space", str(space), "--trials", "1", "--out", str(out), *TINY_FLAGS]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.startswith("# Tuning on validation")
+    assert (out / "study.db").is_file()
 
 
 def _tuning_rows(values: dict[str, float]) -> pd.DataFrame:
+    """A tuning.csv of complete trials, each tuning kl_cap to the key (``preset``: none)."""
     rows = [
         {
-            "setting": s,
-            "status": "ok",
-            **{m: v for m in TUNING_METRICS},
+            "number": n,
+            "state": "complete",
+            "param_kl_cap": None if setting == "preset" else float(setting),
+            **{m: value for m in TUNING_METRICS},
             "best_epoch": 3,
             "epochs": 8,
-            "stopped_early": True,
             "wall_seconds": 60.0,
             "criterion": "ndcg@20",
+            "retry_of": None,
+            "error": None,
             "code": "abc",
-            "command": "sigma-pyro tune --sweep kl_cap=0.5",
+            "command": "sigma-pyro tune --space kl --trials 2",
         }
-        for s, v in values.items()
+        for n, (setting, value) in enumerate(values.items())
     ]
     return pd.DataFrame(rows)
 
 
-def test_the_best_setting_is_the_highest_validation_criterion_and_the_preset_wins_ties():
-    assert best_setting(_tuning_rows({BASELINE: 0.1, "kl_cap=0.5": 0.2})) == "kl_cap=0.5"
-    assert best_setting(_tuning_rows({"kl_cap=0.5": 0.2, BASELINE: 0.2})) == BASELINE
-    failed = _tuning_rows({BASELINE: 0.1}).assign(status="failed: diverged")
-    assert best_setting(failed) is None
-    report = tuning.render_tuning(failed)
-    assert "No finished tuning runs." in report and "`preset` (failed: diverged)" in report
+def test_the_best_trial_is_the_highest_validation_criterion():
+    table = _tuning_rows({"preset": 0.1, "0.5": 0.2, "0.25": 0.15})
+    assert tuning.best_trial(table)["number"] == 1
+    assert tuning.ranked(table)["number"].tolist() == [1, 2, 0]
+    pruned = table.assign(state=["complete", "pruned", "failed"])
+    assert tuning.ranked(pruned)["number"].tolist() == [0, 1, 2]
+    assert tuning.best_trial(table.assign(state="failed")) is None
 
 
 def _results_csv(path: Path) -> Path:
-    from sigma_pyro.experiments.compare import COLUMNS, METRICS
+    from sigma_pyro.experiments.compare import COLUMNS
 
     rows = [
         {
@@ -235,62 +416,48 @@ def _results_csv(path: Path) -> Path:
     return path
 
 
-def test_results_show_the_settings_tried_under_their_dataset(tmp_path):
+def test_results_show_the_trials_under_their_dataset(tmp_path):
     runs = _results_csv(tmp_path / "Beauty.csv")
     (tmp_path / "tuning").mkdir()
     tuned = tmp_path / "tuning" / "Beauty.csv"
-    _tuning_rows({BASELINE: 0.05, "kl_cap=0.5": 0.06}).to_csv(tuned, index=False)
+    _tuning_rows({"preset": 0.05, "0.5": 0.06}).to_csv(tuned, index=False)
     out = tmp_path / "results.md"
     assert main(["results", "--runs", str(runs), "--tuning", str(tuned), "--out", str(out)]) == 0
     text = out.read_text()
     section = text[text.index("## Beauty") :]
     assert "### Settings tried on validation" in section
-    assert "Best validation ndcg@20: `kl_cap=0.5`" in section
-    assert "| `kl_cap=0.5` | 0.0600" in section and "+0.0100" in section
+    assert "sigma-pyro tune --space kl --trials 2" in section
+    assert "Best validation ndcg@20: trial 1, `kl_cap=0.5`, 0.0600 at epoch 3." in section
+    assert "| 1 | complete | `kl_cap=0.5` | 0.0600 |" in section
+    assert "| 0 | complete | `preset` | 0.0500 |" in section
     assert f"--tuning {tuned}" in text
 
 
 def test_tuning_of_a_dataset_without_results_is_refused(tmp_path, capsys):
     runs = _results_csv(tmp_path / "Beauty.csv")
     tuned = tmp_path / "Toys.csv"
-    _tuning_rows({BASELINE: 0.05}).to_csv(tuned, index=False)
-    assert (
-        main(
-            [
-                "results",
-                "--runs",
-                str(runs),
-                "--tuning",
-                str(tuned),
-                "--out",
-                str(tmp_path / "o.md"),
-            ]
-        )
-        == 2
-    )
+    _tuning_rows({"preset": 0.05}).to_csv(tuned, index=False)
+    argv = ["results", "--runs", str(runs), "--tuning", str(tuned), "--out", str(tmp_path / "o.md")]
+    assert main(argv) == 2
     err = capsys.readouterr().err
     assert "--tuning Toys: no results file" in err and err.count("\n") == 1
     tuned.write_text("setting,status\npreset,ok\n")
-    assert (
-        main(
-            [
-                "results",
-                "--runs",
-                str(runs),
-                "--tuning",
-                str(tuned),
-                "--out",
-                str(tmp_path / "o.md"),
-            ]
-        )
-        == 2
-    )
-    assert "missing column(s) criterion" in capsys.readouterr().err
+    assert main(argv) == 2
+    assert "missing column(s) number, state, criterion" in capsys.readouterr().err
     assert not (tmp_path / "o.md").exists()
 
 
 def test_the_script_is_the_cli(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["tune.py", "--out", str(tmp_path), "--sweep", "nope=1"])
+    argv = [
+        "tune.py",
+        "--space",
+        str(tmp_path / "nope.yaml"),
+        "--trials",
+        "1",
+        "--out",
+        str(tmp_path),
+    ]
+    monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(SystemExit) as exit_:
         runpy.run_path(str(REPO / "scripts" / "tune.py"), run_name="__main__")
-    assert exit_.value.code == 2 and "unknown setting 'nope'" in capsys.readouterr().err
+    assert exit_.value.code == 2 and "nope.yaml: no such file" in capsys.readouterr().err

@@ -17,7 +17,6 @@ from __future__ import annotations
 import io
 import math
 import shlex
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -28,7 +27,7 @@ import pandas as pd
 from scipy import stats
 from tqdm.auto import tqdm
 
-from sigma_pyro.config import Config, flag, load_config, nest_overrides
+from sigma_pyro.config import Config, load_config, nest_overrides
 from sigma_pyro.errors import ConfigError
 from sigma_pyro.evaluation.interest_analysis import (
     item_clusters,
@@ -38,6 +37,13 @@ from sigma_pyro.evaluation.interest_analysis import (
     synthetic_labels,
 )
 from sigma_pyro.experiments.parallel import check_jobs, run_all
+from sigma_pyro.experiments.reporting import (
+    git_revision,
+    markdown_table,
+    mean_std,
+    number,
+    override_flags,
+)
 from sigma_pyro.inference.iwae import iwae_log_likelihood
 from sigma_pyro.runtime.checkpoint import (
     STATE_FILE,
@@ -99,44 +105,6 @@ def command_line(
         *override_flags(overrides),
     ]
     return shlex.join(words)
-
-
-def override_flags(overrides: dict) -> list[str]:
-    """Flat settings as the command-line flags that give them."""
-    words = []
-    for name, value in overrides.items():
-        option = "--data" if name == "path" else flag(name)
-        if isinstance(value, bool):
-            words.append(option if value else "--no-" + option[2:])
-        elif isinstance(value, (list, tuple)):
-            words += [option, ",".join(map(str, value))]
-        else:
-            words += [option, str(value)]
-    return words
-
-
-def git_revision() -> str:
-    """The commit of this code, flagged when the working tree differs from it."""
-    here = Path(__file__).resolve().parent
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=30,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown (not a git checkout)"
-    return head + (" (with uncommitted changes)" if dirty else "")
 
 
 def _grid_configs(
@@ -354,15 +322,6 @@ def _baselines(config: Config) -> dict:
 # -- the summary --------------------------------------------------------------------------------
 
 
-def _mean_std(values: pd.Series, digits: int) -> str:
-    values = values.dropna().astype(float)
-    if values.empty:
-        return "n/a"
-    if len(values) < 2:
-        return f"{values.mean():.{digits}f}"
-    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
-
-
 def paired_comparison(
     results: pd.DataFrame, metric: str, prior: str, reference: str = REFERENCE
 ) -> dict:
@@ -378,26 +337,6 @@ def paired_comparison(
     if len(seeds) >= 2 and np.ptp(a - b) > 0:
         p = float(stats.ttest_rel(a, b).pvalue)
     return {"pairs": len(seeds), "difference": difference, "p": p}
-
-
-def _number(value: float, digits: int = 4, signed: bool = False) -> str:
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def _table(header: Sequence[str], rows: list[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def render_summary(
@@ -433,7 +372,7 @@ def render_summary(
         rows.append(
             [prior, len(runs)]
             + [
-                _mean_std(
+                mean_std(
                     runs[c],
                     1
                     if c in ("epochs", "wall_seconds")
@@ -444,7 +383,7 @@ def render_summary(
                 for c in columns
             ]
         )
-    write(_table(["prior", "seeds", *columns], rows))
+    write(markdown_table(["prior", "seeds", *columns], rows))
     if baselines:
         reference = " ".join(
             f"{name} ndcg@10={values['ndcg@10']:.4f} recall@20={values['recall@20']:.4f}"
@@ -476,15 +415,15 @@ def render_summary(
                     cell
                     for result in paired
                     for cell in (
-                        _number(result["difference"], signed=True),
-                        _number(result["p"], 3),
+                        number(result["difference"], signed=True),
+                        number(result["p"], 3),
                     )
                 ]
             )
         header = ["prior", "pairs"]
         for metric in PAIRED:
             header += [f"Δ {metric}", "p (paired t)"]
-        write(_table(header, rows))
+        write(markdown_table(header, rows))
         write(
             "\nΔ is the mean over seeds of (prior − normal); p is scipy.stats.ttest_rel, "
             "n/a with fewer than two pairs.\n"
@@ -495,7 +434,7 @@ def render_summary(
         rows = [
             [prior]
             + [
-                _mean_std(ok[ok["prior"] == prior][c], 3)
+                mean_std(ok[ok["prior"] == prior][c], 3)
                 for c in (
                     "nmi_items",
                     "nmi_items_chance",
@@ -507,7 +446,7 @@ def render_summary(
             for prior in priors
         ]
         write(
-            _table(
+            markdown_table(
                 ["prior", "items", "items (chance)", "users", "users (chance)", "users (oracle)"],
                 rows,
             )

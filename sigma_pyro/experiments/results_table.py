@@ -23,15 +23,14 @@ from pathlib import Path
 import pandas as pd
 
 from sigma_pyro.errors import DataError
-from sigma_pyro.experiments.compare import (
-    METRICS,
-    _duration,
-    _mean_std,
-    _number,
-    _table,
-    paired_comparison,
+from sigma_pyro.experiments.compare import METRICS, paired_comparison
+from sigma_pyro.experiments.reporting import duration, markdown_table, mean_std, number
+from sigma_pyro.experiments.tuning import (
+    FINISHED_STATES,
+    TUNING_METRICS,
+    tuning_provenance,
+    tuning_summary,
 )
-from sigma_pyro.experiments.tuning import TUNING_METRICS, tuning_summary
 from sigma_pyro.runtime.checkpoint import atomic_write_bytes
 
 SUBJECT = "sigma"
@@ -128,8 +127,8 @@ def load_tuning(paths: Sequence[str | Path]) -> dict[str, pd.DataFrame]:
             raise DataError(f"{path}: tuning of {path.stem} given twice")
         frame = _read_csv(path)
         required = (
-            "setting",
-            "status",
+            "number",
+            "state",
             "criterion",
             "best_epoch",
             "epochs",
@@ -142,11 +141,12 @@ def load_tuning(paths: Sequence[str | Path]) -> dict[str, pd.DataFrame]:
                 f"{path}: missing column(s) {', '.join(missing)}; expected the "
                 "tuning.csv that `sigma-pyro tune` writes"
             )
-        frame["status"] = frame["status"].astype(str)
-        ok = frame["status"] == "ok"
+        frame["state"] = frame["state"].astype(str)
+        # A pruned trial holds the metrics of its best epoch before the pruner stopped it.
+        scored = frame["state"].isin(FINISHED_STATES)
         for column in (*TUNING_METRICS, "best_epoch", "epochs", "wall_seconds"):
-            frame[column] = _numbers(path, frame, column, ok)
-        for column in ("code", "command"):
+            frame[column] = _numbers(path, frame, column, scored)
+        for column in ("code", "command", "retry_of", "error"):
             if column not in frame.columns:
                 frame[column] = None
         tables[path.stem] = frame
@@ -170,8 +170,8 @@ def _best(ok: pd.DataFrame, variants: list[str], metric: str) -> set[str]:
 
 def _mean_sd(values: pd.Series) -> str:
     if len(values) < 2:
-        return f"{_number(values.mean(), DIGITS)} ± –"
-    return _mean_std(values, DIGITS)
+        return f"{number(values.mean(), DIGITS)} ± –"
+    return mean_std(values, DIGITS)
 
 
 def _epochs(runs: pd.DataFrame) -> str:
@@ -190,14 +190,14 @@ def _metrics_table(ok: pd.DataFrame, variants: list[str]) -> str:
             f"**{_mean_sd(runs[m])}**" if variant in best[m] else _mean_sd(runs[m]) for m in METRICS
         ]
         rows.append(
-            [variant, len(runs), *cells, _epochs(runs), _duration(runs["wall_seconds"].mean())]
+            [variant, len(runs), *cells, _epochs(runs), duration(runs["wall_seconds"].mean())]
         )
     header = ["variant", "seeds", *(LABELS[m] for m in METRICS), "epochs", "wall time / run"]
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def _p(value: float) -> str:
-    return "< 0.001" if value < 0.001 else _number(value, 3)
+    return "< 0.001" if value < 0.001 else number(value, 3)
 
 
 def _paired(runs: pd.DataFrame, reference: str) -> dict[str, dict]:
@@ -212,13 +212,13 @@ def _paired_table(runs: pd.DataFrame) -> str:
         cells = [
             cell
             for r in results.values()
-            for cell in (_number(r["difference"], DIGITS, signed=True), _p(r["p"]))
+            for cell in (number(r["difference"], DIGITS, signed=True), _p(r["p"]))
         ]
         rows.append([f"{SUBJECT} − {reference}", pairs if pairs else NO_PAIRS, *cells])
     header = ["paired difference", "seeds"]
     for metric in METRICS:
         header += [f"Δ {LABELS[metric]}", "p"]
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def _names(metrics: list[str]) -> str:
@@ -276,9 +276,9 @@ def verdict(runs: pd.DataFrame) -> str:
 
 def _tuning_section(table: pd.DataFrame) -> str:
     return (
-        "### Settings tried on validation\n\nsigma trained once per setting, on one seed, "
-        "with one setting changed at a time from the preset; the test split was not "
-        "scored. The sweep, as run:\n\n" + tuning_summary(table)
+        "### Settings tried on validation\n\nsigma trained once per trial, on one seed, with "
+        "the settings shown in place of the preset's; the test split was not scored. The "
+        "trials, as run:\n\n" + tuning_provenance(table) + "\n\n" + tuning_summary(table)
     )
 
 
@@ -328,7 +328,7 @@ def _provenance(results: pd.DataFrame, command: str, machine: str) -> str:
                 *(code_lines or ["  - none: no finished runs"]),
                 (
                     f"- runs: {len(ok)} finished, {len(results) - len(ok)} failed; total training "
-                    f"wall time of the finished runs {_duration(ok['wall_seconds'].sum())}"
+                    f"wall time of the finished runs {duration(ok['wall_seconds'].sum())}"
                 ),
             ]
         )
@@ -349,9 +349,9 @@ NOTES = f"""## How to read the tables
   against {len(REFERENCES)} variants. With two seeds the test has one degree of freedom:
   two nearly equal differences give a small p from a variance estimated on two numbers, so
   read such a p as weak evidence.
-- Settings tried on validation: `sigma-pyro tune` trains each setting once, on one seed, so
+- Settings tried on validation: `sigma-pyro tune` trains each trial once, on one seed, so
   a validation difference smaller than the seed-to-seed sd of the table above is not
-  evidence that the setting helps.
+  evidence that the settings help.
 """
 
 
@@ -359,7 +359,7 @@ def render_results(
     results: pd.DataFrame, command: str, machine: str, tuning: dict[str, pd.DataFrame] | None = None
 ) -> str:
     """The Markdown of ``docs/results.md`` for the runs of :func:`load_results` and the
-    tuning sweeps of :func:`load_tuning`."""
+    tuning trials of :func:`load_tuning`."""
     tuning = tuning or {}
     text = io.StringIO()
     text.write(
@@ -383,7 +383,7 @@ def machine_description() -> str:
 def write_results(
     paths: Sequence[str | Path], out: str | Path, tuning_paths: Sequence[str | Path] = ()
 ) -> str:
-    """Render the runs of ``paths`` (and the tuning sweeps of ``tuning_paths``, matched to
+    """Render the runs of ``paths`` (and the tuning trials of ``tuning_paths``, matched to
     datasets by file stem) into ``out``; returns the Markdown."""
     results = load_results(paths)
     tuning = load_tuning(tuning_paths)

@@ -104,8 +104,9 @@ class Trainer:
     """Trains a :class:`~sigma_pyro.nn.module.SigmaModule` on a leave-one-out split.
 
     ``on_improvement(module, epoch, valid)`` is called whenever validation improves, so the
-    caller decides how to save the best model; the resumable state goes to
-    ``state_dir/last.pt`` after every epoch.
+    caller decides how to save the best model; ``on_epoch(record)`` after every epoch (an
+    exception it raises ends training, as a pruned tuning trial does); the resumable state
+    goes to ``state_dir/last.pt`` after every epoch.
     """
 
     def __init__(
@@ -116,12 +117,14 @@ class Trainer:
         state_dir: Path | None = None,
         on_improvement: Callable | None = None,
         log: Callable[[str], None] | None = None,
+        on_epoch: Callable[[EpochRecord], None] | None = None,
     ):
         self.module = module
         self.split = split
         self.config = config
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self.on_improvement = on_improvement
+        self.on_epoch = on_epoch
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self.device = torch.device(config.train.device)
 
@@ -178,6 +181,8 @@ class Trainer:
                 break
             record = self._epoch(svi, batches, monitor, eval_config, progress)
             history.append(record)
+            if self.on_epoch is not None:
+                self.on_epoch(record)
             improved = record.valid[metric] > progress.best
             if improved:
                 progress.improved(record, metric)
