@@ -71,23 +71,64 @@ def render(
     chain_names: list[str],
     files: dict,
 ) -> str:
-    lines = [f"# Posterior diagnostics: {title}", ""]
-    lines.append(
+    lines = _intro(title, settings, chain_names)
+    lines += _summary(settings, psis, mixture, calibration, spread, runs_table, chain_names)
+    lines += _psis_section(psis, settings, spread)
+    if mixture.is_mixture:
+        lines += _mixture_section(mixture, settings["users"])
+    lines += _calibration_section(calibration)
+    lines += _seeds_section(runs_table, seed_means)
+    lines += _files_section(files)
+    return "\n".join(lines) + "\n"
+
+
+def _intro(title: str, settings: dict, chain_names: list[str]) -> list[str]:
+    return [
+        f"# Posterior diagnostics: {title}",
+        "",
         f"{settings['users']} test users (sampled with seed {settings['seed']}), "
         f"{settings['samples']} guide draws each; prior `{settings['prior']}`, "
         f"{settings['latent_dim']} latent dimensions; history = all items but the last, "
-        f"held-out = the last item. Model(s): {', '.join(f'`{c}`' for c in chain_names)}."
-    )
-    lines += ["", "## Summary", ""]
+        f"held-out = the last item. Model(s): {', '.join(f'`{c}`' for c in chain_names)}.",
+    ]
 
-    lines.append(
-        "- PSIS: "
-        + psis_verdict(psis, spread["guide_scale"], spread["prior_scale"], settings["kl_weight"])
+
+def _summary(
+    settings: dict,
+    psis: dict,
+    mixture,
+    calibration: dict,
+    spread: dict,
+    runs_table,
+    chain_names: list[str],
+) -> list[str]:
+    verdict = psis_verdict(
+        psis, spread["guide_scale"], spread["prior_scale"], settings["kl_weight"]
     )
+    if mixture.is_mixture:
+        mixture_line = "- Mixture: " + _mixture_verdict(mixture)
+    else:
+        mixture_line = (
+            f"- Mixture: not applicable, the `{settings['prior']}` prior is not a mixture."
+        )
+    return [
+        "",
+        "## Summary",
+        "",
+        "- PSIS: " + verdict,
+        "- Held-out log-likelihood per user: " + _loglik_verdict(psis),
+        mixture_line,
+        "- Posterior collapse: " + _collapse_verdict(mixture),
+        "- Calibration: " + _calibration_verdict(calibration),
+        "- Seeds: " + _seeds_verdict(runs_table, chain_names),
+    ]
+
+
+def _loglik_verdict(psis: dict) -> str:
     gain = psis["loglik_psis"] - psis["loglik_guide"]
     reliable = psis["history_share_above_0.7"] < 0.5
-    lines.append(
-        f"- Held-out log-likelihood per user: {_num(psis['loglik_plain'])} (mean over draws of "
+    return (
+        f"{_num(psis['loglik_plain'])} (mean over draws of "
         f"log p), {_num(psis['loglik_guide'])} (guide predictive, what the recommender scores), "
         f"{_num(psis['loglik_psis'])} (PSIS-corrected). "
         + (
@@ -97,34 +138,28 @@ def render(
             f"0.7 for {_pct(psis['history_share_above_0.7'])} of users."
         )
     )
-    if mixture.is_mixture:
-        lines.append("- Mixture: " + _mixture_verdict(mixture))
-    else:
-        lines.append(
-            f"- Mixture: not applicable, the `{settings['prior']}` prior is not a mixture."
-        )
+
+
+def _collapse_verdict(mixture) -> str:
     share = mixture.collapse_share
     median_kl = float(np.median(mixture.kl_per_dim))
-    lines.append(
-        "- Posterior collapse: "
-        + (
+    if mixture.posterior_collapse:
+        return (
             f"**yes**: KL(q || prior) at the last position is below 0.01 nats per dimension "
             f"for {_pct(share)} of users (median {_num(median_kl)}): z carries almost no "
             f"information about the history."
-            if mixture.posterior_collapse
-            else f"**no**: median KL(q || prior) {_num(median_kl)} nats per dimension; "
-            f"{_pct(share)} of users below 0.01."
         )
+    return (
+        f"**no**: median KL(q || prior) {_num(median_kl)} nats per dimension; "
+        f"{_pct(share)} of users below 0.01."
     )
+
+
+def _calibration_verdict(calibration: dict) -> str:
     off = [r for r in calibration["hit_rates"] if r["verdict"] != "consistent"]
-    lines.append(
-        "- Calibration: "
-        + (
-            "**consistent**: observed hit rates at K = "
-            + ", ".join(str(r["k"]) for r in calibration["hit_rates"])
-            + " are within 2 standard errors of the predictive's own expectation"
-            if not off
-            else "**"
+    if off:
+        hit_rates = (
+            "**"
             + "; ".join(
                 f"{r['verdict']} at K={r['k']} (expected {_num(r['expected'])}, "
                 f"observed {_num(r['observed'])})"
@@ -132,13 +167,21 @@ def render(
             )
             + "**"
         )
-        + f"; PIT uniformity KS p = {_num(calibration['pit_ks_pvalue'])}, PIT mean "
+    else:
+        hit_rates = (
+            "**consistent**: observed hit rates at K = "
+            + ", ".join(str(r["k"]) for r in calibration["hit_rates"])
+            + " are within 2 standard errors of the predictive's own expectation"
+        )
+    return (
+        hit_rates + f"; PIT uniformity KS p = {_num(calibration['pit_ks_pvalue'])}, PIT mean "
         f"{_num(calibration['pit_mean'])} (0.5 if calibrated; above: held-out items sit in "
         f"the predictive's tail more often than it expects)."
     )
-    lines.append("- Seeds: " + _seeds_verdict(runs_table, chain_names))
 
-    lines += ["", "## PSIS k-hat of the guide", ""]
+
+def _psis_section(psis: dict, settings: dict, spread: dict) -> list[str]:
+    lines = ["", "## PSIS k-hat of the guide", ""]
     lines += _table(
         ["min", "25%", "median", "75%", "90%", "max", "> 0.5", "> 0.7"],
         [
@@ -156,44 +199,48 @@ def render(
         f"last position: guide draws sd {_num(spread['guide_scale'])}, prior sd "
         f"{_num(spread['prior_scale'])}. Figure: `khat.png`."
     )
+    return lines
 
-    if mixture.is_mixture:
-        lines += ["", "## Mixture components", ""]
-        users = settings["users"]
-        lines += _table(
-            [
-                "component",
-                "mean weight",
-                f"users with weight > {_num(mixture.threshold)}",
-                "mean responsibility",
-                f"users with responsibility > {_num(mixture.threshold)}",
-                "mean scale",
-            ],
-            [
-                [str(k), w, f"{u}/{users}", r, f"{o}/{users}", s]
-                for k, (w, u, r, o, s) in enumerate(
-                    zip(
-                        mixture.mean_weight,
-                        mixture.users_using,
-                        mixture.mean_responsibility,
-                        mixture.users_occupying,
-                        mixture.mean_scale,
-                        strict=True,
-                    )
+
+def _mixture_section(mixture, users: int) -> list[str]:
+    lines = ["", "## Mixture components", ""]
+    lines += _table(
+        [
+            "component",
+            "mean weight",
+            f"users with weight > {_num(mixture.threshold)}",
+            "mean responsibility",
+            f"users with responsibility > {_num(mixture.threshold)}",
+            "mean scale",
+        ],
+        [
+            [str(k), w, f"{u}/{users}", r, f"{o}/{users}", s]
+            for k, (w, u, r, o, s) in enumerate(
+                zip(
+                    mixture.mean_weight,
+                    mixture.users_using,
+                    mixture.mean_responsibility,
+                    mixture.users_occupying,
+                    mixture.mean_scale,
+                    strict=True,
                 )
-            ],
-        )
-        facts = mixture.summary()
-        lines.append(
-            f"Median over users: component means "
-            f"{_num(facts['separation_median'])} component scales apart per dimension; "
-            f"effective number of prior weights {_num(facts['weight_components_median'])}"
-            f" of {len(mixture.mean_weight)}. Figures: `forest_interests.png` (each "
-            f"component across users), `mixture_weights.png` (posterior "
-            f"responsibilities of a few users)."
-        )
+            )
+        ],
+    )
+    facts = mixture.summary()
+    lines.append(
+        f"Median over users: component means "
+        f"{_num(facts['separation_median'])} component scales apart per dimension; "
+        f"effective number of prior weights {_num(facts['weight_components_median'])}"
+        f" of {len(mixture.mean_weight)}. Figures: `forest_interests.png` (each "
+        f"component across users), `mixture_weights.png` (posterior "
+        f"responsibilities of a few users)."
+    )
+    return lines
 
-    lines += ["", "## Calibration of the posterior predictive", ""]
+
+def _calibration_section(calibration: dict) -> list[str]:
+    lines = ["", "## Calibration of the posterior predictive", ""]
     lines += _table(
         ["K", "expected hit rate", "observed", "se", "verdict"],
         [
@@ -206,8 +253,11 @@ def render(
         f"({_num(calibration['median_normalised_rank'])} of the catalog). PIT counts per "
         f"tenth: {calibration['pit_counts']}. Figure: `predictive_rank.png`."
     )
+    return lines
 
-    lines += ["", "## Seeds (run-level quantities, one chain per model)", ""]
+
+def _seeds_section(runs_table, seed_means: dict) -> list[str]:
+    lines = ["", "## Seeds (run-level quantities, one chain per model)", ""]
     lines += _table(
         ["quantity", "mean", "sd", "ess_bulk", "ess_tail", "r_hat", "mean per seed"],
         [
@@ -229,10 +279,11 @@ def render(
         "and ESS falls well below the total number of draws only when they do. "
         "Data: `runs.nc`."
     )
+    return lines
 
-    lines += ["", "## Files", ""]
-    lines += [f"- `{name}`: {what}" for name, what in files.items()]
-    return "\n".join(lines) + "\n"
+
+def _files_section(files: dict) -> list[str]:
+    return ["", "## Files", "", *(f"- `{name}`: {what}" for name, what in files.items())]
 
 
 def _mixture_verdict(mixture) -> str:
