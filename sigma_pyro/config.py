@@ -266,6 +266,10 @@ def early_stop_cutoff(metric: str) -> int | None:
     return None
 
 
+# Flags, coercion and validation are hand-written rather than left to a library (pydantic,
+# OmegaConf, an argparse-from-dataclass helper): every dataclass field becomes both a CLI flag
+# and a YAML key, and every bad value must be a one-line error naming that flag (and the file
+# it came from). No dependency gives that with these messages.
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
