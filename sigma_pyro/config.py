@@ -85,6 +85,8 @@ class TrainConfig:
     device: str = "cpu"
     mixed_precision: bool = False  # bfloat16 autocast of the networks; densities stay fp32
     progress: bool = True
+    # Event files under OUT/tensorboard, when the optional tensorboard package is installed.
+    tensorboard: bool = True
 
 
 @dataclass
@@ -141,6 +143,11 @@ class Config:
 
     def validate(self) -> Config:
         """Reject impossible settings, naming the flag that sets them."""
+        self._check_ranges()
+        self._check_choices()
+        return self
+
+    def _check_ranges(self) -> None:
         m, t, e = self.model, self.train, self.eval
         positive = {
             "hidden_size": m.hidden_size,
@@ -200,6 +207,9 @@ class Config:
             )
         if not e.ks or min(e.ks) <= 0:
             raise ConfigError(f"{flag('ks')} must be a non-empty list of positive cut-offs")
+
+    def _check_choices(self) -> None:
+        m, t = self.model, self.train
         if early_stop_cutoff(t.early_stop_metric) is None and t.early_stop_metric != "mrr":
             raise ConfigError(
                 f"{flag('early_stop_metric')} {t.early_stop_metric!r} must be "
@@ -235,7 +245,6 @@ class Config:
             # Only N(0, I) has a closed-form KL from the Gaussian guide; a mixture prior
             # would silently fall back to the Monte Carlo estimate.
             raise ConfigError(f"{flag('analytic_kl')} needs --prior normal, got --prior {m.prior}")
-        return self
 
 
 def check_device(name: str) -> None:
