@@ -28,6 +28,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 from scipy import sparse
+from sklearn.decomposition import NMF
+from sklearn.metrics import normalized_mutual_info_score
 
 from sigma_pyro.data.batching import pad_right
 from sigma_pyro.evaluation.predict import PosteriorScorer, last_position_representation, top_k
@@ -35,22 +37,12 @@ from sigma_pyro.models.priors import PriorInputs
 
 
 def normalized_mutual_information(a, b) -> float:
-    """NMI of two labelings of the same objects, I(a; b) / ((H(a) + H(b)) / 2)."""
+    """NMI of two labelings of the same objects, I(a; b) / ((H(a) + H(b)) / 2); 1 when both
+    are a single cluster (identical partitions)."""
     a, b = np.asarray(a), np.asarray(b)
     if a.shape != b.shape or a.ndim != 1 or a.size == 0:
         raise ValueError("labelings must be non-empty 1-D arrays of the same length")
-    _, a = np.unique(a, return_inverse=True)
-    _, b = np.unique(b, return_inverse=True)
-    joint = np.zeros((a.max() + 1, b.max() + 1))
-    np.add.at(joint, (a, b), 1.0)
-    joint /= a.size
-    pa, pb = joint.sum(axis=1), joint.sum(axis=0)
-    nz = joint > 0
-    mutual = float((joint[nz] * np.log(joint[nz] / np.outer(pa, pb)[nz])).sum())
-    ha, hb = -(pa * np.log(pa)).sum(), -(pb * np.log(pb)).sum()
-    if ha == 0 and hb == 0:
-        return 1.0  # both labelings are a single cluster: identical partitions
-    return max(0.0, mutual / ((ha + hb) / 2))
+    return normalized_mutual_info_score(a, b, average_method="arithmetic")
 
 
 def chance_nmi(a, b, repeats: int = 20, seed: int = 0) -> float:
@@ -172,11 +164,19 @@ def nmf_item_topics(
     rng = np.random.default_rng(seed)
     w = rng.random((len(histories), num_topics)) + 0.1
     h = rng.random((num_topics, num_items)) + 0.1
-    eps = 1e-10
-    for _ in range(iterations):
-        h *= (x.T @ w).T / (w.T @ w @ h + eps)
-        w *= (x @ h.T) / (w @ (h @ h.T) + eps)
-    topics = h.argmax(axis=0)
+    # Items are the rows (X^T ~ H^T W^T) so that scikit-learn updates the item factors first
+    # in each iteration, the order of the hand-written updates this replaced: the topics of
+    # earlier results stay the same. tol=0 runs every iteration.
+    nmf = NMF(
+        num_topics,
+        init="custom",
+        solver="mu",
+        beta_loss="frobenius",
+        max_iter=iterations,
+        tol=0.0,
+    )
+    item_factors = nmf.fit_transform(x.T, W=h.T.copy(), H=w.T.copy())
+    topics = item_factors.argmax(axis=1)
     topics[np.asarray(x.sum(axis=0)).ravel() == 0] = -1
     return np.concatenate([[-1], topics])
 
