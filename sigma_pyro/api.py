@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from sigma_pyro.config import Config, check_device, load_config, nest_overrides
@@ -37,6 +38,7 @@ from sigma_pyro.runtime.checkpoint import (
     safe_torch_load,
 )
 from sigma_pyro.runtime.resources import check_training_memory
+from sigma_pyro.runtime.run_log import HISTORY_FILE, RunLog, TrainingHistory
 
 
 class SigmaRecommender:
@@ -48,6 +50,7 @@ class SigmaRecommender:
         self.synthetic = None
         self.module: SigmaModule | None = None
         self.data_report: dict = {}
+        self._history = TrainingHistory()
 
     @classmethod
     def from_preset(cls, preset: str | None = None, **overrides) -> SigmaRecommender:
@@ -110,12 +113,18 @@ class SigmaRecommender:
                 f"{self.dataset.source}; resume needs the same data"
             )
         module = self.build_module()
+        run_log = self._run_log(out_dir, resume)
         best_state: dict = {}
 
         def keep_best(module, epoch, valid):
             best_state["module"] = {k: v.detach().clone() for k, v in module.state_dict().items()}
             if out_dir is not None:
                 self.save(out_dir, extra={"best_epoch": epoch, "valid": valid})
+
+        def record_epoch(record):
+            run_log.epoch(record)
+            if on_epoch is not None:
+                on_epoch(record)
 
         trainer = Trainer(
             module,
@@ -124,9 +133,15 @@ class SigmaRecommender:
             state_dir=out_dir,
             on_improvement=keep_best,
             log=log,
-            on_epoch=on_epoch,
+            on_epoch=record_epoch,
         )
-        summary = trainer.fit(resume=resume)
+        try:
+            summary = trainer.fit(resume=resume)
+            # A resumed run may have stopped at once, before replacing an epoch that a crash
+            # had recorded after the saved state.
+            run_log.history.keep_until(summary.epochs_run)
+        finally:
+            run_log.close()
         if "module" in best_state:
             module.load_state_dict(best_state["module"])
         elif resume and out_dir is not None and (Path(out_dir) / MODEL_FILE).is_file():
@@ -134,6 +149,22 @@ class SigmaRecommender:
             module.load_state_dict(safe_torch_load(Path(out_dir) / MODEL_FILE))
         module.eval()
         return summary
+
+    def _run_log(self, out_dir: str | Path | None, resume: bool) -> RunLog:
+        """The run's epoch history (continued from ``history.csv`` on resume) and, with a
+        folder, its files."""
+        resumed = resume and out_dir is not None
+        self._history = (
+            TrainingHistory.read(Path(out_dir) / HISTORY_FILE) if resumed else TrainingHistory()
+        )
+        train = self.config.train
+        return RunLog(self._history, out_dir, train.early_stop_metric, train.tensorboard)
+
+    @property
+    def history(self) -> pd.DataFrame:
+        """One row per epoch of the last fit (of the saved run, after ``load``): the columns
+        of ``history.csv``. Empty before training."""
+        return self._history.frame()
 
     # -- evaluation and recommendation ---------------------------------------------------------
     def _require_module(self) -> SigmaModule:
@@ -304,4 +335,5 @@ class SigmaRecommender:
         rec.module.to(config.train.device).eval()
         rec.dataset = SequenceDataset([], [], items)
         rec.meta = meta
+        rec._history = TrainingHistory.read(model_dir / HISTORY_FILE)
         return rec

@@ -408,7 +408,8 @@ def test_damaged_training_state_is_a_one_line_error(damage, trained, tmp_path, c
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+    # Recursive: a run folder holds tensorboard/ when the package is installed.
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
 @pytest.mark.parametrize("failing", ["replace", "fsync"])

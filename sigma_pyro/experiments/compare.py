@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy import stats
-from tqdm.auto import tqdm
 
 from sigma_pyro.config import Config, load_config, nest_overrides
 from sigma_pyro.errors import ConfigError
@@ -51,6 +50,7 @@ from sigma_pyro.runtime.checkpoint import (
     atomic_write_json,
     read_json,
 )
+from sigma_pyro.runtime.progress import progress_bar
 
 DEFAULT_PRIORS = ("normal", "gmm", "vamp", "sigma", "sigma-uniform")
 METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20", "mrr")
@@ -260,12 +260,8 @@ def run_comparison(
     rows = _read_rows(out / RESULTS)
     done = {(str(row["prior"]), int(row["seed"])) for row in rows}
     todo = [key for key in configs if key not in done]
-    bar = tqdm(
-        total=len(configs),
-        initial=len(configs) - len(todo),
-        desc="compare",
-        disable=not progress,
-        file=sys.stderr,
+    bar = progress_bar(
+        total=len(configs), enabled=progress, initial=len(configs) - len(todo), desc="compare"
     )
 
     def run_dir(key: tuple[str, int]) -> Path:

@@ -80,6 +80,7 @@ NOT_TUNABLE = {
     "seed",
     "device",
     "progress",
+    "tensorboard",
     "ks",
     "mask_history",
     "early_stop_metric",

@@ -15,7 +15,6 @@ import torch
 from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
 from pyro.infer.util import zero_grads
-from tqdm.auto import tqdm
 
 from sigma_pyro.config import Config, early_stop_cutoff, flag
 from sigma_pyro.data.batching import TrainingBatches
@@ -31,6 +30,8 @@ from sigma_pyro.runtime.checkpoint import (
     library_versions,
     safe_torch_load,
 )
+from sigma_pyro.runtime.progress import progress_bar
+from sigma_pyro.runtime.resources import peak_rss_mb
 
 
 class TrainingError(SigmaPyroError):
@@ -48,6 +49,7 @@ class EpochRecord:
     interest_scale: float
     seconds: float
     interest_valid: dict[str, float] = field(default_factory=dict)  # the interest head alone
+    peak_rss_mb: float = math.nan  # the process's peak resident memory so far
 
 
 @dataclass
@@ -207,12 +209,8 @@ class Trainer:
         batches.set_epoch(progress.epoch)
         lam = interest_scale(cfg, progress.epoch)
         total_loss, total_tokens = 0.0, 0
-        bar = tqdm(
-            batches,
-            desc=f"epoch {progress.epoch + 1}",
-            leave=False,
-            disable=not cfg.train.progress,
-            file=sys.stderr,
+        bar = progress_bar(
+            batches, cfg.train.progress, desc=f"epoch {progress.epoch + 1}", leave=False
         )
         for batch in bar:
             batch = batch.to(self.device)
@@ -266,6 +264,7 @@ class Trainer:
             lam,
             time.perf_counter() - started,
             interest_valid,
+            peak_rss_mb(),
         )
 
     def _restore(self, optimizer, progress: _Progress) -> None:

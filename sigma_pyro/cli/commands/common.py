@@ -28,6 +28,9 @@ HELP = {
     "posterior_samples": "0 scores with the posterior mean of z; S > 0 averages S predictives",
     "mask_history": "exclude items already in the history from the ranking (default on)",
     "device": "cpu, cuda or cuda:N",
+    "progress": "progress bars while training (only ever drawn when stderr is a terminal)",
+    "tensorboard": "TensorBoard event files under OUT/tensorboard (default on when the "
+    "tensorboard package is installed: pip install 'sigma-pyro[tensorboard]')",
 }
 
 
@@ -79,6 +82,11 @@ def flat_overrides(args: argparse.Namespace) -> dict:
 
 def log(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
+
+
+def quiet(line: str) -> None:
+    """``log`` under --quiet: progress lines go nowhere; errors and warnings do not pass
+    through it."""
 
 
 def log_unknown_items(report: dict) -> None:

@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from sigma_pyro.cli.commands.common import add_config_flags, config_overrides, log
+from sigma_pyro.cli.commands.common import add_config_flags, config_overrides, log, quiet
 from sigma_pyro.config import PRESET_NAMES, load_config
 
 
@@ -15,8 +15,10 @@ def register(sub) -> None:
         "train",
         help="train a model and write it with its metrics",
         description="Train with SVI (Trace_ELBO) until early stopping on the validation metric; "
-        "writes OUT/model.pt, OUT/model.json, OUT/last.pt (for --resume) and "
-        "OUT/metrics.json (valid and test metrics, and baselines).",
+        "writes OUT/model.pt, OUT/model.json, OUT/last.pt (for --resume), "
+        "OUT/metrics.json (valid and test metrics, and baselines), OUT/history.csv (one row "
+        "per epoch, rewritten after each), OUT/curves.png (loss terms and validation "
+        "metrics against epochs) and, when tensorboard is installed, OUT/tensorboard/.",
     )
     parser.add_argument(
         "--preset",
@@ -26,6 +28,11 @@ def register(sub) -> None:
     parser.add_argument("--out", type=Path, help="output folder (default: runs/<data>-<prior>)")
     parser.add_argument(
         "--resume", action="store_true", help="continue from OUT/last.pt instead of starting over"
+    )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="print nothing on stderr but warnings and errors (no epoch lines or progress bars)",
     )
     add_config_flags(parser, ("data", "model", "train", "eval"))
     parser.set_defaults(handler=run)
@@ -40,6 +47,9 @@ def run(args) -> int:
     data_given = "path" in overrides.get("data", {})
     preset = args.preset or (None if data_given else "synthetic")
     config = load_config(preset, overrides)
+    say = quiet if args.quiet else log
+    if args.quiet:
+        config.train.progress = False
     out = args.out or Path("runs") / (
         f"{Path(config.data.path).stem if config.data.path else 'synthetic'}-{config.model.prior}"
     )
@@ -47,13 +57,13 @@ def run(args) -> int:
     started = time.perf_counter()
     dataset = rec.load_data()
     skipped = rec.data_report.get("skipped_short_users")
-    log(
+    say(
         f"data: {dataset.source}: {dataset.num_users} users, {dataset.num_items} items, "
         f"{sum(len(s) for s in dataset.sequences)} interactions"
         + (f" ({skipped} users with < 3 items skipped)" if skipped else "")
     )
-    log(f"training prior={config.model.prior} into {out}")
-    summary = rec.fit(out_dir=out, resume=args.resume, log=log)
+    say(f"training prior={config.model.prior} into {out}")
+    summary = rec.fit(out_dir=out, resume=args.resume, log=say)
     test = rec.evaluate("test")
     metrics = {
         "valid": rec.evaluate("valid"),
@@ -70,7 +80,7 @@ def run(args) -> int:
         metrics["interests"] = interests
     atomic_write_json(metrics, out / "metrics.json")
     popularity = metrics["baselines"]["popularity"]["ndcg@10"]
-    log(
+    say(
         f"best epoch {summary.best_epoch}; test "
         + " ".join(
             f"{k}={test[k]:.4f}" for k in ("recall@10", "ndcg@10", "recall@20", "ndcg@20", "mrr")
