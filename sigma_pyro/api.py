@@ -9,6 +9,8 @@ rec.recommend([["12", "845"]], k=10)
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +22,11 @@ from sigma_pyro.data.batching import pad_right
 from sigma_pyro.data.dataset import ItemVocabulary, LeaveOneOutSplit, SequenceDataset
 from sigma_pyro.data.interactions import Interactions
 from sigma_pyro.data.loading import read_configured_data
-from sigma_pyro.errors import CheckpointError, ConfigError, DataError
+from sigma_pyro.errors import CheckpointError, ConfigError, DataError, SigmaPyroWarning
 from sigma_pyro.evaluation.evaluate import evaluate_module
+from sigma_pyro.evaluation.export import table_format, write_chunks
 from sigma_pyro.evaluation.interest_head import interest_summary
-from sigma_pyro.evaluation.predict import PosteriorScorer, last_position_representation, top_k
+from sigma_pyro.evaluation.predict import ranked_chunks
 from sigma_pyro.evaluation.ranking import PopularityRecommender, evaluate_ranking
 from sigma_pyro.inference.training import Trainer, TrainingSummary
 from sigma_pyro.nn.module import SigmaModule
@@ -37,8 +40,12 @@ from sigma_pyro.runtime.checkpoint import (
     read_json,
     safe_torch_load,
 )
+from sigma_pyro.runtime.progress import progress_bar
 from sigma_pyro.runtime.resources import check_training_memory
 from sigma_pyro.runtime.run_log import HISTORY_FILE, RunLog, TrainingHistory
+
+# Unknown ids named in a warning or error; the rest are counted.
+_NAMED_UNKNOWN = 5
 
 
 class SigmaRecommender:
@@ -67,6 +74,13 @@ class SigmaRecommender:
         vocabulary = self.dataset.items if self.module is not None and self.dataset else None
         self.dataset, self.data_report = SequenceDataset.from_interactions(interactions, vocabulary)
         self.data_report["skipped_short_users"] = interactions.skipped_users
+        return self.dataset
+
+    def _require_data(self) -> SequenceDataset:
+        """The loaded data, reading it first if needed (a loaded model has only its item
+        vocabulary until then)."""
+        if self.dataset is None or self.dataset.num_users == 0:
+            self.load_data()
         return self.dataset
 
     @property
@@ -235,47 +249,131 @@ class SigmaRecommender:
         self, histories: list[list[str]], k: int = 10, exclude_history: bool = True
     ) -> list[list[tuple[str, float]]]:
         """Top-``k`` (raw item id, score) for each history of raw item ids. Items the model
-        never saw are ignored; a history with no known item raises DataError."""
-        module = self._require_module()
-        encoded = []
+        never saw are skipped with a SigmaPyroWarning naming them; a history with no known
+        item raises DataError."""
+        encoded = self._encode_histories(histories)
+        return [
+            list(zip(self.dataset.items.decode(items), scores.tolist(), strict=True))
+            for items, scores in self._top_items(encoded, k, exclude_history)
+        ]
+
+    def recommend_users(self, users: list[str], k: int = 10) -> dict[str, list[tuple[str, float]]]:
+        """Top-``k`` next items after each named user's full sequence in the loaded data, by
+        user; unknown users are skipped with a SigmaPyroWarning (DataError if all are)."""
+        histories = self.user_histories(users)
+        return dict(zip(histories, self.recommend(list(histories.values()), k), strict=True))
+
+    def recommend_all(self, k: int = 10, users: list[str] | None = None) -> pd.DataFrame:
+        """Columns user, rank, item, score (raw ids) for every user of the loaded data, or
+        the named ones: ``k`` rows each, history excluded."""
+        return pd.concat(list(self._recommendation_frames(k, users)), ignore_index=True)
+
+    def write_recommendations(
+        self, path: str | Path, k: int = 10, users: list[str] | None = None, progress: bool = True
+    ) -> int:
+        """:meth:`recommend_all` straight to a CSV or Parquet file (by its extension),
+        chunk by chunk and atomically; returns the number of rows."""
+        table_format(path)  # an unusable name fails before any scoring
+        return write_chunks(Path(path), self._recommendation_frames(k, users, progress))
+
+    def user_histories(self, users: list[str]) -> dict[str, list[str]]:
+        """Each known user's full sequence in the loaded data, in raw item ids; unknown users
+        are skipped with a SigmaPyroWarning (DataError if all are)."""
+        dataset = self._require_data()
+        return {
+            user: dataset.items.decode(dataset.sequences[dataset.user_position(user)])
+            for user in self._known_users(users)
+        }
+
+    def _known_users(self, users: list[str] | None) -> list[str]:
+        """The users of the loaded data among ``users`` (all of them for None); one warning
+        names the unknown ones."""
+        dataset = self._require_data()
+        if users is None:
+            return dataset.users
+        users = [str(u) for u in users]
+        known = [u for u in users if dataset.has_user(u)]
+        unknown = list(dict.fromkeys(u for u in users if not dataset.has_user(u)))
+        if not users:
+            raise DataError("no user ids given")
+        if not known:
+            raise DataError(f"{dataset.source}: none of the users is known: {_named(unknown)}")
+        if unknown:
+            _warn_unknown("user", unknown, f"not in {dataset.source}")
+        return known
+
+    def _encode_histories(self, histories: list[list[str]]) -> list[np.ndarray]:
+        """Internal ids of each history's known items; one warning names the unknown ones."""
+        self._require_module()
+        items = self.dataset.items
+        encoded, unknown = [], {}
         for row, history in enumerate(histories):
-            ids, _ = self.dataset.items.encode_known([str(i) for i in history])
+            raw = [str(i) for i in history]
+            ids, _ = items.encode_known(raw)
+            unknown.update(dict.fromkeys(r for r in raw if r not in items))
             if len(ids) == 0:
-                raise DataError(f"history {row + 1}: none of its items is known to the model")
-            encoded.append(ids)
-        device = self.config.train.device
-        cfg = self.config.eval
-        out = []
-        module.eval()
-        for start in range(0, len(encoded), cfg.eval_batch_size):
-            chunk = encoded[start : start + cfg.eval_batch_size]
-            representation = last_position_representation(
-                module, chunk, self.config.model.max_seq_length, device, cfg.posterior_samples
-            )
-            scorer = PosteriorScorer(module, representation, cfg.item_chunk_size)
-            masked = pad_right(chunk, max(len(h) for h in chunk)) if exclude_history else None
-            scores, items = top_k(scorer, module.num_items, k, cfg.item_chunk_size, masked)
-            for row_scores, row_items in zip(scores.tolist(), items.tolist(), strict=True):
-                out.append(
-                    [
-                        (raw, s)
-                        for raw, s in zip(
-                            self.dataset.items.decode(row_items), row_scores, strict=True
-                        )
-                        if s != float("-inf")
-                    ]
+                raise DataError(
+                    f"history {row + 1}: none of its items is known to the model"
+                    + (f": {_named(raw)}" if raw else " (it is empty)")
                 )
+            encoded.append(ids)
+        if unknown:
+            _warn_unknown("item", list(unknown), "unknown to the model")
+        return encoded
+
+    def _top_items(
+        self, sequences: list[np.ndarray], k: int, exclude_history: bool = True
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(internal ids, scores) of the top ``k`` per sequence; fewer where the history
+        leaves fewer items to recommend."""
+        out = []
+        for scores, items in self._ranked(sequences, k, exclude_history):
+            for row_scores, row_items in zip(
+                scores.cpu().numpy(), items.cpu().numpy(), strict=True
+            ):
+                finite = np.isfinite(row_scores)
+                out.append((row_items[finite], row_scores[finite]))
         return out
 
-    def recommend_users(self, users: list[str], k: int = 10) -> list[list[tuple[str, float]]]:
-        """Top-``k`` next items after each named user's full sequence in the loaded data."""
-        if self.dataset is None:
-            self.load_data()
-        histories = [
-            self.dataset.items.decode(self.dataset.sequences[self.dataset.user_position(u)])
-            for u in users
-        ]
-        return self.recommend(histories, k)
+    def _ranked(self, sequences: list[np.ndarray], k: int, exclude_history: bool = True):
+        cfg = self.config.eval
+        return ranked_chunks(
+            self._require_module(),
+            sequences,
+            k,
+            self.config.model.max_seq_length,
+            self.config.train.device,
+            cfg.eval_batch_size,
+            cfg.item_chunk_size,
+            cfg.posterior_samples,
+            exclude_history,
+        )
+
+    def _recommendation_frames(
+        self, k: int, users: list[str] | None, progress: bool = False
+    ) -> Iterator[pd.DataFrame]:
+        """The rows of :meth:`recommend_all`, one frame per chunk of users."""
+        users = self._known_users(users)
+        dataset = self.dataset
+        raw_items = np.asarray(dataset.items.raw_ids, dtype=object)
+        sequences = [dataset.sequences[dataset.user_position(u)] for u in users]
+        done = 0
+        with progress_bar(total=len(users), enabled=progress, desc="recommend", unit="user") as bar:
+            for scores, items in self._ranked(sequences, k):
+                rows, width = scores.shape
+                chunk = np.asarray(users[done : done + rows], dtype=object)
+                frame = pd.DataFrame(
+                    {
+                        "user": np.repeat(chunk, width),
+                        "rank": np.tile(np.arange(1, width + 1), rows),
+                        "item": raw_items[items.cpu().numpy().ravel() - 1],
+                        "score": scores.cpu().numpy().ravel().astype(np.float32),
+                    }
+                )
+                done += rows
+                bar.update(rows)
+                # -inf marks the slots left over where a history covers nearly the catalog.
+                yield frame[np.isfinite(frame["score"])].reset_index(drop=True)
 
     # -- persistence ---------------------------------------------------------------------------
     def save(self, out_dir: str | Path, extra: dict | None = None) -> Path:
@@ -337,3 +435,14 @@ class SigmaRecommender:
         rec.meta = meta
         rec._history = TrainingHistory.read(model_dir / HISTORY_FILE)
         return rec
+
+
+def _named(ids: list[str]) -> str:
+    """The first few ids, quoted, and how many more there are."""
+    named = ", ".join(repr(i) for i in ids[:_NAMED_UNKNOWN])
+    return named + (f" and {len(ids) - _NAMED_UNKNOWN} more" if len(ids) > _NAMED_UNKNOWN else "")
+
+
+def _warn_unknown(noun: str, ids: list[str], where: str) -> None:
+    counted = f"{len(ids)} {noun}{'s' if len(ids) > 1 else ''}"
+    warnings.warn(f"{counted} {where}, skipped: {_named(ids)}", SigmaPyroWarning, stacklevel=2)

@@ -20,3 +20,8 @@ class ConfigError(SigmaPyroError):
 
 class CheckpointError(SigmaPyroError):
     """A saved model that is missing, truncated, corrupted or untrusted."""
+
+
+class SigmaPyroWarning(UserWarning):
+    """Input partly unusable but still answered (unknown ids skipped, for example); the CLI
+    prints it as one ``sigma-pyro: warning:`` line."""

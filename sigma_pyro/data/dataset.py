@@ -121,6 +121,9 @@ class SequenceDataset:
     def num_users(self) -> int:
         return len(self.users)
 
+    def has_user(self, raw_user: str) -> bool:
+        return raw_user in self._user_index
+
     def user_position(self, raw_user: str) -> int:
         try:
             return self._user_index[raw_user]

@@ -32,7 +32,7 @@ from sklearn.decomposition import NMF
 from sklearn.metrics import normalized_mutual_info_score
 
 from sigma_pyro.data.batching import pad_right
-from sigma_pyro.evaluation.predict import PosteriorScorer, last_position_representation, top_k
+from sigma_pyro.evaluation.predict import ranked_chunks
 from sigma_pyro.models.priors import PriorInputs
 
 
@@ -196,13 +196,9 @@ def recommendation_diversity(
     ``categories`` indexed by internal item id; items labelled -1 (no category) are not
     counted."""
     counts = []
-    with module.evaluating():
-        for start in range(0, len(histories), batch_size):
-            chunk = histories[start : start + batch_size]
-            representation = last_position_representation(module, chunk, max_length, device)
-            scorer = PosteriorScorer(module, representation, item_chunk_size)
-            exclude = pad_right(chunk, max(len(h) for h in chunk))
-            _, items = top_k(scorer, module.num_items, k, item_chunk_size, exclude)
-            for row in categories[items.cpu().numpy()]:
-                counts.append(len(np.unique(row[row >= 0])))
+    for _, items in ranked_chunks(
+        module, histories, k, max_length, device, batch_size, item_chunk_size
+    ):
+        for row in categories[items.cpu().numpy()]:
+            counts.append(len(np.unique(row[row >= 0])))
     return float(np.mean(counts))

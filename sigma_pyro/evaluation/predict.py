@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -83,6 +84,34 @@ def top_k(
         best_scores, order = scores.topk(min(k, scores.shape[1]), dim=1)
         best_items = items.gather(1, order)
     return best_scores, best_items
+
+
+@torch.no_grad()
+def ranked_chunks(
+    module,
+    histories: list[np.ndarray],
+    k: int,
+    max_length: int,
+    device,
+    batch_size: int,
+    item_chunk_size: int,
+    posterior_samples: int = 0,
+    exclude_history: bool = True,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Top-``k`` (scores, internal ids), each [B, k], for successive chunks of
+    ``batch_size`` histories, in order: memory is bounded by one chunk's scores however
+    many users there are. With ``exclude_history`` a user's items are never recommended
+    (their score is -inf when fewer than ``k`` others remain)."""
+    with module.evaluating():
+        for start in range(0, len(histories), batch_size):
+            chunk = histories[start : start + batch_size]
+            representation = last_position_representation(
+                module, chunk, max_length, device, posterior_samples
+            )
+            scorer = PosteriorScorer(module, representation, item_chunk_size)
+            # Masking uses the whole history, not only the model's window of it.
+            exclude = pad_right(chunk, max(len(h) for h in chunk)) if exclude_history else None
+            yield top_k(scorer, module.num_items, k, item_chunk_size, exclude)
 
 
 @torch.no_grad()
