@@ -24,6 +24,13 @@ from sigma_pyro.data.interactions import Interactions
 from sigma_pyro.data.loading import read_configured_data
 from sigma_pyro.errors import CheckpointError, ConfigError, DataError, SigmaPyroWarning
 from sigma_pyro.evaluation.evaluate import evaluate_module
+from sigma_pyro.evaluation.explain import (
+    catalog_shares,
+    explain_items,
+    item_assignments,
+    require_interests,
+    typical_items,
+)
 from sigma_pyro.evaluation.export import table_format, write_chunks
 from sigma_pyro.evaluation.interest_head import interest_summary
 from sigma_pyro.evaluation.predict import ranked_chunks
@@ -275,6 +282,58 @@ class SigmaRecommender:
         chunk by chunk and atomically; returns the number of rows."""
         table_format(path)  # an unusable name fails before any scoring
         return write_chunks(Path(path), self._recommendation_frames(k, users, progress))
+
+    def explain(self, histories: list[list[str]], k: int = 10) -> list[list[dict]]:
+        """:meth:`recommend` with, for each item, the user's interest that ranks it highest
+        under the interest head (``interest``, a hyper-category index as in
+        :meth:`describe_interests`), its ``intensity``, and the ``history`` items that carry
+        it, most recent first. Only for priors with interests (else ConfigError)."""
+        module = self._require_module()
+        require_interests(module)
+        encoded = self._encode_histories(histories)
+        ranked = self._top_items(encoded, k)
+        explanations = explain_items(
+            module,
+            encoded,
+            [items for items, _ in ranked],
+            self.config.model.max_seq_length,
+            self.config.train.device,
+        )
+        decode = self.dataset.items.decode
+        return [
+            [
+                {
+                    "item": item,
+                    "score": score,
+                    "interest": why.interest,
+                    "intensity": why.intensity,
+                    "history": decode(why.history),
+                }
+                for item, score, why in zip(decode(items), scores.tolist(), row, strict=True)
+            ]
+            for (items, scores), row in zip(ranked, explanations, strict=True)
+        ]
+
+    def describe_interests(self, n: int = 10, titles: dict[str, str] | None = None) -> pd.DataFrame:
+        """Each hyper-category (prototype) with its ``share`` of the catalog (items whose
+        strongest assignment it is) and its ``n`` most typical items by assignment
+        ``probability``: columns interest, share, rank, item (raw id), probability, and
+        ``title`` when ``titles`` maps raw ids to titles. Only for priors with interests."""
+        assignment = item_assignments(self._require_module())
+        probabilities, items = typical_items(assignment, n)
+        shares = catalog_shares(assignment)
+        frame = pd.DataFrame(
+            {
+                "interest": np.repeat(np.arange(len(shares)), probabilities.shape[1]),
+                "share": np.repeat(shares.cpu().numpy(), probabilities.shape[1]),
+                "rank": np.tile(np.arange(1, probabilities.shape[1] + 1), len(shares)),
+                "item": self.dataset.items.decode(items.flatten().tolist()),
+                "probability": probabilities.flatten().cpu().numpy(),
+            }
+        )
+        if titles is not None:
+            frame["title"] = frame["item"].map(titles).fillna("")
+        return frame
 
     def user_histories(self, users: list[str]) -> dict[str, list[str]]:
         """Each known user's full sequence in the loaded data, in raw item ids; unknown users

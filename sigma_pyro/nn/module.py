@@ -207,8 +207,13 @@ class SigmaModule(nn.Module):
         scoring rule)."""
         stop = self.num_items + 1 if stop is None else stop
         ids = torch.arange(start, stop, device=interest_vectors.device)
-        items = F.normalize(self.interest_item_vectors(ids), dim=-1)
-        cosine = F.normalize(interest_vectors, dim=-1) @ items.T
+        cosine = self.interest_cosine(interest_vectors, ids)
         # max() back-propagates through the winning interest only; amax() would split
         # gradients over ties and costs several times more.
         return cosine.max(dim=-2).values / self.config.interest_temperature
+
+    def interest_cosine(self, interest_vectors: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Cosine similarities [..., K, N] of K interest vectors [..., K, D] to the items
+        with internal ids ``items``, [N] (the same items for every row) or [..., N]."""
+        vectors = F.normalize(self.interest_item_vectors(items), dim=-1)
+        return F.normalize(interest_vectors, dim=-1) @ vectors.transpose(-1, -2)

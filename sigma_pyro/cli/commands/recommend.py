@@ -55,6 +55,12 @@ def register(sub) -> None:
         help="number of items per user (default 10)",
     )
     parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="with --user or --history: add to each item the user's interest that ranks it "
+        "highest, its intensity and the history items that carry it (priors with interests)",
+    )
+    parser.add_argument(
         "--quiet", action="store_true", help="no progress bar or summary line on stderr"
     )
     add_config_flags(parser, ("data", "eval"))
@@ -86,11 +92,26 @@ def run(args) -> int:
 
 
 def answer(rec, keys: list[str], histories: list[list[str]], args) -> dict[str, list[dict]]:
-    """The JSON entries of each history."""
-    ranked = [
-        [{"item": i, "score": round(s, 4)} for i, s in row]
-        for row in rec.recommend(histories, args.top)
-    ]
+    """The JSON entries of each history, explained with --explain."""
+    if args.explain:
+        ranked = [
+            [
+                {
+                    "item": e["item"],
+                    "score": round(e["score"], 4),
+                    "interest": e["interest"],
+                    "intensity": round(e["intensity"], 4),
+                    "because": e["history"],
+                }
+                for e in row
+            ]
+            for row in rec.explain(histories, args.top)
+        ]
+    else:
+        ranked = [
+            [{"item": i, "score": round(s, 4)} for i, s in row]
+            for row in rec.recommend(histories, args.top)
+        ]
     return dict(zip(keys, ranked, strict=True))
 
 
@@ -101,9 +122,9 @@ def write_table(args) -> int:
         raise SigmaPyroError(
             "recommend: --all-users and --users need --out FILE (.csv or .parquet)"
         )
-    if args.user or args.history:
+    if args.user or args.history or args.explain:
         raise SigmaPyroError(
-            "recommend: --user and --history print JSON; they do not combine "
+            "recommend: --user, --history and --explain print JSON; they do not combine "
             "with --all-users or --users"
         )
     table_format(args.out)
