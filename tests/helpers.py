@@ -69,3 +69,16 @@ def traces(module, batch, kl_scale=1.0, interest_scale=1.0, *, guide=None, model
     guide_trace.compute_log_prob()
     model_trace.compute_log_prob()
     return model_trace, guide_trace
+
+
+def run_main(argv) -> tuple[int, str, str]:
+    """The CLI in-process: exit code, stdout and stderr."""
+    import contextlib
+    import io
+
+    from sigma_pyro.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()

@@ -3,8 +3,6 @@ resume, help, and one-line errors with exit status 2 for bad input."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import os
@@ -16,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import run_main
 from sigma_pyro.cli.main import main
 
 TINY = [
@@ -36,13 +35,6 @@ TINY = [
     "--no-progress",
 ]
 REPO = Path(__file__).resolve().parents[1]
-
-
-def run_main(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 def run_subprocess(argv: list[str]) -> subprocess.CompletedProcess:

@@ -5,16 +5,13 @@ and the CLI gives one-line errors with exit status 2 for bad input."""
 
 from __future__ import annotations
 
-import contextlib
-import io
-
 import arviz as az
 import numpy as np
 import pytest
 import torch
 
+from helpers import run_main
 from sigma_pyro.api import SigmaRecommender
-from sigma_pyro.cli.main import main
 from sigma_pyro.diagnostics import diagnose
 from sigma_pyro.diagnostics.calibration import KS, score_users, summarise
 from sigma_pyro.diagnostics.draws import draw_posterior
@@ -59,13 +56,6 @@ UNANNEALED = [
     "0.2",
 ]
 USERS, SAMPLES = 40, 40
-
-
-def run_main(argv) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,6 @@ checked against the planted categories of the synthetic data."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import re
 from pathlib import Path
@@ -14,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import run_main
 from sigma_pyro.api import SigmaRecommender
-from sigma_pyro.cli.main import main
 from sigma_pyro.errors import ConfigError
 from sigma_pyro.evaluation.explain import item_assignments
 from sigma_pyro.evaluation.interest_analysis import synthetic_labels
@@ -34,13 +32,6 @@ PLANTED = dict(
     epochs=6,
     patience=6,
 )
-
-
-def run_main(argv) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")

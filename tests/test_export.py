@@ -4,16 +4,14 @@ one-line error when nothing is left."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from helpers import run_main
 from sigma_pyro.api import SigmaRecommender
-from sigma_pyro.cli.main import main
 from sigma_pyro.errors import DataError, SigmaPyroWarning
 
 SETTINGS = dict(
@@ -28,13 +26,6 @@ SETTINGS = dict(
     progress=False,
 )
 K = 4
-
-
-def run_main(argv) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 def assert_user_error(code: int, stderr: str, *needles: str) -> None:

@@ -4,7 +4,6 @@ fit for a log file (no carriage returns; --quiet)."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -17,8 +16,8 @@ import pandas as pd
 import pytest
 from matplotlib.image import imread
 
+from helpers import run_main
 from sigma_pyro.api import SigmaRecommender
-from sigma_pyro.cli.main import main
 from sigma_pyro.inference.training import EpochRecord
 from sigma_pyro.runtime.progress import progress_bar
 from sigma_pyro.runtime.run_log import HISTORY_FILE, TrainingHistory, tensorboard_available
@@ -41,13 +40,6 @@ TINY = [
 ]
 REPO = Path(__file__).resolve().parents[1]
 TERMS = {"loss", "nll", "kl_z", "interest_nll", "orthogonality", "balance", "sharpness"}
-
-
-def run_main(argv) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
