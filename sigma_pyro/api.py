@@ -215,7 +215,6 @@ class SigmaRecommender:
             histories,
             targets,
             self.config.eval,
-            self.config.model.max_seq_length,
             self.config.train.device,
         )
 
@@ -296,7 +295,6 @@ class SigmaRecommender:
             module,
             encoded,
             [items for items, _ in ranked],
-            self.config.model.max_seq_length,
             self.config.train.device,
         )
         decode = self.dataset.items.decode
@@ -400,7 +398,6 @@ class SigmaRecommender:
             self._require_module(),
             sequences,
             k,
-            self.config.model.max_seq_length,
             self.config.train.device,
             cfg.eval_batch_size,
             cfg.item_chunk_size,

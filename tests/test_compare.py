@@ -302,13 +302,7 @@ def trained_sigma():
 
 def test_sigma_recovers_planted_categories_above_chance(trained_sigma):
     rec = trained_sigma
-    recovery = planted_recovery(
-        rec.module,
-        rec.dataset,
-        rec.synthetic,
-        rec.split.test_history,
-        rec.config.model.max_seq_length,
-    )
+    recovery = planted_recovery(rec.module, rec.dataset, rec.synthetic, rec.split.test_history)
     assert recovery["nmi_items"] > recovery["nmi_items_chance"] + 0.2
     assert recovery["nmi_items"] > 3 * recovery["nmi_items_chance"]
     assert recovery["nmi_users"] > 2 * recovery["nmi_users_chance"]
@@ -322,26 +316,19 @@ def test_gmm_and_vamp_cluster_items_and_users():
         items = item_clusters(rec.module)
         assert items.shape == (rec.dataset.num_items + 1,) and items[0] == -1
         assert set(items[1:]) <= set(range(clusters))
-        recovery = planted_recovery(
-            rec.module,
-            rec.dataset,
-            rec.synthetic,
-            rec.split.test_history,
-            rec.config.model.max_seq_length,
-        )
+        recovery = planted_recovery(rec.module, rec.dataset, rec.synthetic, rec.split.test_history)
         assert 0 <= recovery["nmi_items"] <= 1 and 0 <= recovery["nmi_users"] <= 1
 
 
 def test_diversity_counts_distinct_categories_of_unseen_top_items(trained_sigma):
     rec = trained_sigma
     histories = rec.split.test_history[:40]
-    max_length = rec.config.model.max_seq_length
     one = np.zeros(rec.dataset.num_items + 1, dtype=int)
-    assert recommendation_diversity(rec.module, histories, one, max_length) == 1.0
+    assert recommendation_diversity(rec.module, histories, one) == 1.0
     distinct = np.arange(rec.dataset.num_items + 1)
-    assert recommendation_diversity(rec.module, histories, distinct, max_length, k=7) == 7.0
+    assert recommendation_diversity(rec.module, histories, distinct, k=7) == 7.0
     planted, _ = synthetic_labels(rec.dataset, rec.synthetic)
-    assert 1.0 <= recommendation_diversity(rec.module, histories, planted, max_length) <= 4.0
+    assert 1.0 <= recommendation_diversity(rec.module, histories, planted) <= 4.0
 
 
 # -- IWAE ----------------------------------------------------------------------------------------
@@ -399,7 +386,7 @@ def test_iwae_scores_a_sampled_softmax_model_with_the_exact_likelihood():
     results = []
     for m in (module, reference):
         pyro.set_rng_seed(4)
-        results.append(iwae_log_likelihood(m, sequences, 2, 10)["per_sequence"])
+        results.append(iwae_log_likelihood(m, sequences, 2)["per_sequence"])
     np.testing.assert_allclose(results[0], results[1], rtol=1e-5)
     assert module.config.likelihood == "sampled", "the setting is restored"
 
@@ -410,13 +397,13 @@ def test_iwae_bound_is_tighter_than_the_elbo(trained_sigma):
     max_length = rec.config.model.max_seq_length
     pyro.set_rng_seed(0)
     rec.module.train()
-    tight = iwae_log_likelihood(rec.module, sequences, 20, max_length, batch_size=64)
+    tight = iwae_log_likelihood(rec.module, sequences, 20, batch_size=64)
     assert rec.module.training, "the module's mode is restored"
-    loose = iwae_log_likelihood(rec.module, sequences, 1, max_length, batch_size=64)
+    loose = iwae_log_likelihood(rec.module, sequences, 1, batch_size=64)
     assert tight["per_sequence"].shape == (120,) and np.isfinite(tight["per_sequence"]).all()
     assert tight["num_tokens"] == sum(min(len(s) - 1, max_length) for s in sequences)
     assert tight["per_sequence"].mean() >= loose["per_sequence"].mean()
     assert tight["per_token"] == pytest.approx(tight["per_sequence"].sum() / tight["num_tokens"])
     # The interest sites score the last item a second time: a lower, different number.
-    both = iwae_log_likelihood(rec.module, sequences, 20, max_length, include_interests=True)
+    both = iwae_log_likelihood(rec.module, sequences, 20, include_interests=True)
     assert both["per_token"] < tight["per_token"]

@@ -187,9 +187,9 @@ def test_draws_are_seeded_and_leave_the_global_rng_alone(model_dir):
         np.append(h, t) for h, t in zip(split.test_history[:5], split.test_target[:5], strict=True)
     ]
     state = torch.get_rng_state()
-    first = draw_posterior(rec.module, sequences, 10, 25, seed=3, ks=KS)
+    first = draw_posterior(rec.module, sequences, 25, seed=3, ks=KS)
     assert torch.equal(state, torch.get_rng_state())
-    again = draw_posterior(rec.module, sequences, 10, 25, seed=3, ks=KS)
+    again = draw_posterior(rec.module, sequences, 25, seed=3, ks=KS)
     np.testing.assert_array_equal(first.z, again.z)
     np.testing.assert_array_equal(first.log_weight, again.log_weight)
 

@@ -70,7 +70,7 @@ def test_assignments_sharpen(untrained, trained):
 def test_intensities_differ_between_users_with_different_planted_interests(trained):
     rec = trained
     _, strongest = synthetic_labels(rec.dataset, rec.synthetic)
-    learned = user_clusters(rec.module, rec.split.valid_history, rec.config.model.max_seq_length)
+    learned = user_clusters(rec.module, rec.split.valid_history)
     # Users grouped by their planted strongest interest: each group's most common learned
     # strongest interest, which a user-blind prior would make the same for every group.
     modal = {g: np.bincount(learned[strongest == g]).argmax() for g in np.unique(strongest)}

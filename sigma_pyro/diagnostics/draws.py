@@ -158,15 +158,15 @@ def _per_user_sites(trace):
 def _draw_chunk(
     module,
     sequences: list[np.ndarray],
-    max_length: int,
     samples: int,
     ks: tuple[int, ...],
     mask_history: bool,
 ) -> dict:
     device = next(module.parameters()).device
     users = len(sequences)
-    items = pad_right([s[:-1] for s in sequences], max_length)
-    targets = pad_right([s[1:] for s in sequences], max_length)
+    window = module.config.max_seq_length
+    items = pad_right([s[:-1] for s in sequences], window)
+    targets = pad_right([s[1:] for s in sequences], window)
     items, targets = items.repeat_interleave(samples, 0), targets.repeat_interleave(samples, 0)
     mask = items != 0
     rows = items.shape[0]
@@ -229,7 +229,6 @@ def _draw_chunk(
 def draw_posterior(
     module,
     sequences: list[np.ndarray],
-    max_length: int,
     num_samples: int,
     seed: int,
     ks: tuple[int, ...],
@@ -239,8 +238,8 @@ def draw_posterior(
     """S guide draws for each full sequence (history + held-out item), scored by the model.
 
     The global torch RNG and Pyro's parameter store are left as they were."""
-    length = min(max_length, max(len(s) - 1 for s in sequences))
     config = module.config
+    length = min(config.max_seq_length, max(len(s) - 1 for s in sequences))
     components = max(config.num_interests, config.pseudo_inputs)
     cells = length * (module.num_items + 4 * components * config.hidden_size)
     users_per_chunk = max(1, _CHUNK_FLOATS // (cells * num_samples))
@@ -260,7 +259,6 @@ def draw_posterior(
                 _draw_chunk(
                     module,
                     sequences[start : start + users_per_chunk],
-                    max_length,
                     num_samples,
                     ks,
                     mask_history,

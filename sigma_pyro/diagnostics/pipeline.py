@@ -170,7 +170,6 @@ def _draw(models, sequences, num_samples: int, seed: int, say, log) -> list:
             draw_posterior(
                 model.module,
                 sequences,
-                model.config.model.max_seq_length,
                 num_samples,
                 seed + chain,
                 KS,

@@ -45,9 +45,9 @@ def evaluate_module(
 
     def scorer(users: slice):
         if head == "interests":
-            return InterestScorer.for_histories(module, histories[users], max_length, device)
+            return InterestScorer.for_histories(module, histories[users], device)
         representation = last_position_representation(
-            module, histories[users], max_length, device, config.posterior_samples
+            module, histories[users], device, config.posterior_samples
         )
         return PosteriorScorer(module, representation, config.item_chunk_size)
 

@@ -62,12 +62,12 @@ def catalog_shares(assignment: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def explain_items(
-    module, histories: list[np.ndarray], items: list[np.ndarray], max_length: int, device
+    module, histories: list[np.ndarray], items: list[np.ndarray], device
 ) -> list[list[Explanation]]:
     """One explanation per item of ``items[b]`` (internal ids) for the user of
-    ``histories[b]``, seeing the last ``max_length`` history items as the model does."""
+    ``histories[b]``, seeing the last ``max_seq_length`` history items as the model does."""
     require_interests(module)
-    window = pad_right(histories, max_length).to(device)
+    window = pad_right(histories, module.config.max_seq_length).to(device)
     mask = window != 0
     candidates = pad_right(items, max(1, max(len(i) for i in items))).to(device)
     with module.evaluating():

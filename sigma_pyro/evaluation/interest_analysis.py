@@ -90,9 +90,7 @@ def item_clusters(module) -> np.ndarray | None:
 
 
 @torch.no_grad()
-def user_clusters(
-    module, histories: list[np.ndarray], max_length: int, batch_size: int = 1024
-) -> np.ndarray | None:
+def user_clusters(module, histories: list[np.ndarray], batch_size: int = 1024) -> np.ndarray | None:
     """Cluster of each user after their history; None when the prior has no clusters."""
     device = module.item_embedding.weight.device
     out = []
@@ -101,7 +99,8 @@ def user_clusters(
         if module.interests is None and mixture is None:
             return None
         for start in range(0, len(histories), batch_size):
-            items = pad_right(histories[start : start + batch_size], max_length).to(device)
+            chunk = histories[start : start + batch_size]
+            items = pad_right(chunk, module.config.max_seq_length).to(device)
             mask = items != 0
             rows, last = torch.arange(items.shape[0], device=device), mask.sum(dim=1) - 1
             if module.interests is not None:
@@ -122,9 +121,7 @@ def synthetic_labels(dataset, synthetic) -> tuple[np.ndarray, np.ndarray]:
     return categories, synthetic.user_interest_weights[users].argmax(axis=1)
 
 
-def planted_recovery(
-    module, dataset, synthetic, histories: list[np.ndarray], max_length: int
-) -> dict[str, float]:
+def planted_recovery(module, dataset, synthetic, histories: list[np.ndarray]) -> dict[str, float]:
     """NMI between learned and planted item categories and user interests, each with its
     chance level (NaN for a prior without clusters), and ``nmi_users_oracle``, the user NMI
     that the planted item categories themselves reach from the same histories."""
@@ -140,7 +137,7 @@ def planted_recovery(
     if items is not None:
         out["nmi_items"] = normalized_mutual_information(items[1:], categories[1:])
         out["nmi_items_chance"] = chance_nmi(items[1:], categories[1:])
-    users = user_clusters(module, histories, max_length)
+    users = user_clusters(module, histories)
     if users is not None:
         out["nmi_users"] = normalized_mutual_information(users, strongest)
         out["nmi_users_chance"] = chance_nmi(users, strongest)
@@ -186,7 +183,6 @@ def recommendation_diversity(
     module,
     histories: list[np.ndarray],
     categories: np.ndarray,
-    max_length: int,
     k: int = 20,
     batch_size: int = 1024,
     item_chunk_size: int = 8192,
@@ -196,9 +192,7 @@ def recommendation_diversity(
     ``categories`` indexed by internal item id; items labelled -1 (no category) are not
     counted."""
     counts = []
-    for _, items in ranked_chunks(
-        module, histories, k, max_length, device, batch_size, item_chunk_size
-    ):
+    for _, items in ranked_chunks(module, histories, k, device, batch_size, item_chunk_size):
         for row in categories[items.cpu().numpy()]:
             counts.append(len(np.unique(row[row >= 0])))
     return float(np.mean(counts))

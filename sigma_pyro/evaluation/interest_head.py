@@ -21,7 +21,6 @@ def interest_summary(
     histories: list[np.ndarray],
     targets: np.ndarray,
     config: EvalConfig,
-    max_length: int,
     device="cpu",
 ) -> dict | None:
     """None for a prior without interests, else:
@@ -43,7 +42,7 @@ def interest_summary(
         nll, assignments, entropies = [], [], []
         for start in range(0, len(histories), config.eval_batch_size):
             chunk = histories[start : start + config.eval_batch_size]
-            at_last, assignment = last_position_interests(module, chunk, max_length, device)
+            at_last, assignment = last_position_interests(module, chunk, device)
             logits = module.interest_logits(at_last.loc)
             target = torch.as_tensor(
                 np.asarray(targets[start : start + len(chunk)]) - 1, device=logits.device
@@ -62,7 +61,7 @@ def interest_summary(
             histories,
             targets,
             dataclasses.replace(config, ks=[20], posterior_samples=0),
-            max_length,
+            module.config.max_seq_length,
             device,
             head="interests",
         )

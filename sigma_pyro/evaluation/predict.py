@@ -13,11 +13,11 @@ from sigma_pyro.data.batching import pad_right
 
 @torch.no_grad()
 def last_position_representation(
-    module, histories: list[np.ndarray], max_length: int, device, samples: int = 0
+    module, histories: list[np.ndarray], device, samples: int = 0
 ) -> torch.Tensor:
     """Decoder output at each history's last position: [B, D] from the posterior mean of
     z, or [S, B, D] from S draws of z ~ q(z | history)."""
-    items = pad_right(histories, max_length).to(device)
+    items = pad_right(histories, module.config.max_seq_length).to(device)
     last = (items != 0).sum(dim=1) - 1
     loc, scale = module.encode(items)
     rows = torch.arange(items.shape[0], device=device)
@@ -91,7 +91,6 @@ def ranked_chunks(
     module,
     histories: list[np.ndarray],
     k: int,
-    max_length: int,
     device,
     batch_size: int,
     item_chunk_size: int,
@@ -105,9 +104,7 @@ def ranked_chunks(
     with module.evaluating():
         for start in range(0, len(histories), batch_size):
             chunk = histories[start : start + batch_size]
-            representation = last_position_representation(
-                module, chunk, max_length, device, posterior_samples
-            )
+            representation = last_position_representation(module, chunk, device, posterior_samples)
             scorer = PosteriorScorer(module, representation, item_chunk_size)
             # Masking uses the whole history, not only the model's window of it.
             exclude = pad_right(chunk, max(len(h) for h in chunk)) if exclude_history else None
@@ -115,10 +112,10 @@ def ranked_chunks(
 
 
 @torch.no_grad()
-def last_position_interests(module, histories: list[np.ndarray], max_length: int, device):
+def last_position_interests(module, histories: list[np.ndarray], device):
     """The user's interests after each history (the last position's), as ``Interests`` with
     [B, K(, D)] fields, and the [M, K] assignments of the histories' M items."""
-    items = pad_right(histories, max_length).to(device)
+    items = pad_right(histories, module.config.max_seq_length).to(device)
     mask = items != 0
     interests = module.interests_after(items, mask)
     return interests, interests.assignment[mask]
@@ -133,8 +130,8 @@ class InterestScorer:
         self.interest_loc = interest_loc  # [B, K, D]
 
     @classmethod
-    def for_histories(cls, module, histories: list[np.ndarray], max_length: int, device):
-        return cls(module, last_position_interests(module, histories, max_length, device)[0].loc)
+    def for_histories(cls, module, histories: list[np.ndarray], device):
+        return cls(module, last_position_interests(module, histories, device)[0].loc)
 
     @torch.no_grad()
     def __call__(self, start: int, stop: int) -> torch.Tensor:

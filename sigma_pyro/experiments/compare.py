@@ -182,14 +182,12 @@ def train_and_measure(
             module,
             rec.dataset.sequences,
             iwae_samples,
-            cfg.model.max_seq_length,
             cfg.train.batch_size,
             device=cfg.train.device,
         )
     )
     reference, _ = _reference_categories(rec, split)
     diversity = dict(
-        max_length=cfg.model.max_seq_length,
         k=DIVERSITY_K,
         batch_size=cfg.eval.eval_batch_size,
         item_chunk_size=cfg.eval.item_chunk_size,
@@ -214,11 +212,7 @@ def train_and_measure(
         "wall_seconds": round(seconds, 1),
     }
     if rec.synthetic is not None:
-        row.update(
-            planted_recovery(
-                module, rec.dataset, rec.synthetic, split.test_history, cfg.model.max_seq_length
-            )
-        )
+        row.update(planted_recovery(module, rec.dataset, rec.synthetic, split.test_history))
     return row
 
 

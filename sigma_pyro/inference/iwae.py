@@ -9,7 +9,7 @@ next-item likelihood, so this is the number on which priors can be compared as d
 models: a better prior leaves less of the ELBO's gap between the posterior and itself.
 
 The weights are read off Pyro traces (guide traced, model replayed) with unannealed scales.
-What is scored: every next item of the sequence's last ``max_length + 1`` items, given the
+What is scored: every next item of the sequence's last ``max_seq_length + 1`` items, given the
 items before it (the model's window), with the latent z at every position. The interest
 site of SIGMA's MIE part is left out by default: it scores the next items a second time,
 with a head that the main likelihood does not use, so including it would change what is
@@ -84,7 +84,6 @@ def iwae_log_likelihood(
     module,
     sequences: list[np.ndarray],
     num_samples: int = 20,
-    max_length: int = 50,
     batch_size: int = 256,
     include_interests: bool = False,
     device="cpu",
@@ -101,7 +100,8 @@ def iwae_log_likelihood(
         raise ValueError(f"num_samples must be at least 1, got {num_samples}")
     rows, values, tokens = [], [], 0
     with module.evaluating(), torch.no_grad():
-        for batch in TrainingBatches(sequences, batch_size, max_length, shuffle=False):
+        window = module.config.max_seq_length
+        for batch in TrainingBatches(sequences, batch_size, window, shuffle=False):
             batch = batch.to(device)
             precomputed = _deterministic_parts(module, batch)
             draws = torch.stack(
