@@ -20,6 +20,7 @@ from pyro.infer import Trace_ELBO
 from scipy import stats
 
 import sigma_pyro.experiments.compare as compare
+import sigma_pyro.experiments.measure as measure
 from sigma_pyro.api import SigmaRecommender
 from sigma_pyro.cli.main import main
 from sigma_pyro.data.batching import TrainingBatches
@@ -33,6 +34,7 @@ from sigma_pyro.evaluation.interest_analysis import (
     recommendation_diversity,
     synthetic_labels,
 )
+from sigma_pyro.experiments.metrics import paired_comparison
 from sigma_pyro.inference.iwae import (
     _deterministic_parts,
     _per_sequence,
@@ -193,7 +195,7 @@ def test_zero_iwae_samples_skips_the_held_out_likelihood(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the IWAE was computed")
 
-    monkeypatch.setattr(compare, "iwae_log_likelihood", refuse)
+    monkeypatch.setattr(measure, "iwae_log_likelihood", refuse)
     results = compare.run_comparison(
         tmp_path,
         ["normal"],
@@ -234,13 +236,13 @@ def test_paired_comparison_matches_scipy():
     results = pd.DataFrame(
         [{"prior": p, "seed": s, "status": "ok", "ndcg@10": v} for p, s, v in rows]
     )
-    result = compare.paired_comparison(results, "ndcg@10", "sigma")
+    result = paired_comparison(results, "ndcg@10", "sigma")
     assert result["pairs"] == 3
     assert result["difference"] == pytest.approx(0.03)
     assert result["p"] == pytest.approx(
         stats.ttest_rel([0.13, 0.14, 0.15], [0.10, 0.12, 0.11]).pvalue
     )
-    one = compare.paired_comparison(results, "ndcg@10", "gmm")
+    one = paired_comparison(results, "ndcg@10", "gmm")
     assert one["pairs"] == 1 and math.isnan(one["p"])
 
 

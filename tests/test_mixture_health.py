@@ -10,9 +10,9 @@ import numpy as np
 import pyro.distributions as dist
 import torch
 
-from sigma_pyro.diagnostics.draws import _mixture_at
+from sigma_pyro.diagnostics.draw_sites import mixture_at
 from sigma_pyro.diagnostics.mixture import mixture_health
-from sigma_pyro.diagnostics.report import _mixture_verdict
+from sigma_pyro.diagnostics.verdicts import mixture_verdict
 
 USERS, SAMPLES, K, D = 40, 6, 4, 16
 
@@ -43,7 +43,7 @@ def planted_draws(separation: float, concentration: float, seed: int = 0):
 
     fields = {
         k: v.numpy()
-        for k, v in _mixture_at(expanded, torch.arange(len(rows)), last, z_last, per_draw).items()
+        for k, v in mixture_at(expanded, torch.arange(len(rows)), last, z_last, per_draw).items()
     }
     return types.SimpleNamespace(kl_last=np.ones((USERS, SAMPLES)), latent_dim=D, **fields)
 
@@ -51,7 +51,7 @@ def planted_draws(separation: float, concentration: float, seed: int = 0):
 def test_the_degenerate_state_is_called_degenerate():
     health = mixture_health(planted_draws(separation=0.002, concentration=0.05))
     assert health.overlapping and health.uniform_weights
-    assert _mixture_verdict(health).startswith("**degenerate**")
+    assert mixture_verdict(health).startswith("**degenerate**")
 
 
 def test_a_planted_healthy_mixture_is_called_healthy():
@@ -59,7 +59,7 @@ def test_a_planted_healthy_mixture_is_called_healthy():
     summary = health.summary()
     assert summary["separation_median"] > 2.5
     assert not health.overlapping and not health.uniform_weights and not health.collapsed
-    assert _mixture_verdict(health).startswith("**healthy**")
+    assert mixture_verdict(health).startswith("**healthy**")
 
 
 def test_separation_just_under_one_scale_overlaps():

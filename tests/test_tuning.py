@@ -16,12 +16,16 @@ import pandas as pd
 import pytest
 
 import sigma_pyro.api as api
+import sigma_pyro.experiments.study as tuning_study
 import sigma_pyro.experiments.tuning as tuning
+import sigma_pyro.experiments.tuning_report as tuning_report
 import sigma_pyro.inference.training as training
 from sigma_pyro.cli.main import main
 from sigma_pyro.errors import ConfigError
 from sigma_pyro.experiments.compare import METRICS
-from sigma_pyro.experiments.tuning import TUNING_METRICS, load_space, run_tuning
+from sigma_pyro.experiments.search_space import describe, load_space
+from sigma_pyro.experiments.tuning import run_tuning
+from sigma_pyro.experiments.tuning_report import TUNING_METRICS
 from sigma_pyro.inference.training import EpochRecord, TrainingError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,7 +86,7 @@ def fake_training(monkeypatch, score=lambda config: 0.1 * config.model.num_inter
         valid = {m: score(config) for m in METRICS}
         on_epoch(EpochRecord(1, 1, 0.0, {}, valid, 0.0, 0.0, 0.0))
 
-    monkeypatch.setattr(tuning, "train_trial", train)
+    monkeypatch.setattr(tuning_study, "train_trial", train)
     return trained
 
 
@@ -152,13 +156,13 @@ def test_rerunning_resumes_the_study_and_more_trials_run_only_the_difference(
     tmp_path, space, monkeypatch
 ):
     trained = []
-    original = tuning.train_trial
+    original = tuning_study.train_trial
 
     def counted(config, on_epoch, log):
         trained.append(config)
         original(config, on_epoch, log)
 
-    monkeypatch.setattr(tuning, "train_trial", counted)
+    monkeypatch.setattr(tuning_study, "train_trial", counted)
     out = tmp_path / "study"
     tune(out, space, 1)
     tune(out, space, 1)
@@ -169,13 +173,13 @@ def test_rerunning_resumes_the_study_and_more_trials_run_only_the_difference(
 
 
 def test_a_trial_left_running_by_a_dead_process_is_retried(tmp_path, space, monkeypatch):
-    monkeypatch.setattr(tuning, "HEARTBEAT_SECONDS", 1)
-    monkeypatch.setattr(tuning, "GRACE_SECONDS", 1)
+    monkeypatch.setattr(tuning_study, "HEARTBEAT_SECONDS", 1)
+    monkeypatch.setattr(tuning_study, "GRACE_SECONDS", 1)
     trained = fake_training(monkeypatch)
     out = tmp_path / "study"
     out.mkdir()
     # What a killed process leaves: a RUNNING trial whose heartbeat has stopped.
-    storage = tuning.open_storage(f"sqlite:///{out / tuning.STUDY_FILE}")
+    storage = tuning_study.open_storage(f"sqlite:///{out / tuning.STUDY_FILE}")
     study = optuna.create_study(storage=storage, study_name=out.name, direction="maximize")
     with pytest.warns(UserWarning, match="Heartbeat"):  # it is meant for Study.optimize
         stuck = study.ask(load_space(space, "synthetic", TINY))
@@ -197,7 +201,7 @@ def test_an_interrupted_trial_is_retried_by_the_next_run(tmp_path, space, monkey
     def interrupted(config, on_epoch, log):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(tuning, "train_trial", interrupted)
+    monkeypatch.setattr(tuning_study, "train_trial", interrupted)
     out = tmp_path / "study"
     with pytest.raises(KeyboardInterrupt):
         tune(out, space, 1)
@@ -212,7 +216,9 @@ def test_an_interrupted_trial_is_retried_by_the_next_run(tmp_path, space, monkey
 
 def test_a_pruned_trial_counts_as_finished_and_is_listed(tmp_path, space, monkeypatch):
     # Every validation metric is below 1, so this pruner stops each trial at its first epoch.
-    monkeypatch.setitem(tuning.PRUNERS, "median", lambda: optuna.pruners.ThresholdPruner(lower=1.0))
+    monkeypatch.setitem(
+        tuning_study.PRUNERS, "median", lambda: optuna.pruners.ThresholdPruner(lower=1.0)
+    )
     out = tmp_path / "study"
     table = tune(out, space, 1, overrides={"epochs": 3})
     row = table.iloc[0]
@@ -226,10 +232,10 @@ def test_failed_trials_are_recorded_and_a_study_that_only_fails_stops(tmp_path, 
     def diverged(config, on_epoch, log):
         raise TrainingError("non-finite ELBO at epoch 1, step 3")
 
-    monkeypatch.setattr(tuning, "train_trial", diverged)
+    monkeypatch.setattr(tuning_study, "train_trial", diverged)
     out = tmp_path / "study"
     table = tune(out, space, 5)
-    assert table["state"].tolist() == ["failed"] * tuning.FAILURES_IN_A_ROW
+    assert table["state"].tolist() == ["failed"] * tuning_study.FAILURES_IN_A_ROW
     assert (table["error"] == "non-finite ELBO at epoch 1, step 3").all()
     report = (out / "tuning.md").read_text()
     assert "No complete trials." in report and "trial 0 (non-finite ELBO" in report
@@ -350,7 +356,7 @@ def test_the_shipped_spaces_load_against_every_preset():
     for name in ("shared-network", "kl", "sigma"):
         for preset in ("synthetic", "beauty", "toys", "office"):
             assert load_space(name, preset)
-    assert tuning.describe(load_space("kl")["kl_cap"]) == "reals 0.0001 to 1, log-uniform"
+    assert describe(load_space("kl")["kl_cap"]) == "reals 0.0001 to 1, log-uniform"
 
 
 def test_the_command_prints_the_report(tmp_path, space, monkeypatch, capsys):
@@ -386,11 +392,11 @@ def _tuning_rows(values: dict[str, float]) -> pd.DataFrame:
 
 def test_the_best_trial_is_the_highest_validation_criterion():
     table = _tuning_rows({"preset": 0.1, "0.5": 0.2, "0.25": 0.15})
-    assert tuning.best_trial(table)["number"] == 1
-    assert tuning.ranked(table)["number"].tolist() == [1, 2, 0]
+    assert tuning_report.best_trial(table)["number"] == 1
+    assert tuning_report.ranked(table)["number"].tolist() == [1, 2, 0]
     pruned = table.assign(state=["complete", "pruned", "failed"])
-    assert tuning.ranked(pruned)["number"].tolist() == [0, 1, 2]
-    assert tuning.best_trial(table.assign(state="failed")) is None
+    assert tuning_report.ranked(pruned)["number"].tolist() == [0, 1, 2]
+    assert tuning_report.best_trial(table.assign(state="failed")) is None
 
 
 def _results_csv(path: Path) -> Path:

@@ -21,11 +21,10 @@ import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.distributions.torch_distribution import MaskedDistribution
-from pyro.poutine.util import site_is_subsample
 
 from sigma_pyro.data.batching import SequenceBatch, pad_right
 from sigma_pyro.diagnostics.calibration import UserCalibration, score_users
+from sigma_pyro.diagnostics.draw_sites import Layout, densities, prior_spread
 from sigma_pyro.inference.objective import traces
 from sigma_pyro.models.sequential_vae import Precomputed
 
@@ -86,74 +85,6 @@ def _once_per_user(module, items: torch.Tensor, mask: torch.Tensor, samples: int
     )
 
 
-def _unmasked(fn):
-    while isinstance(fn, MaskedDistribution):
-        fn = fn.base_dist
-    return fn
-
-
-def _mixture(fn):
-    """The MixtureSameFamily inside a (masked, expanded) prior, or None."""
-    while not isinstance(fn, dist.MixtureSameFamily):
-        fn = getattr(fn, "base_dist", None)
-        if fn is None:
-            return None
-    return fn
-
-
-def _mixture_at(
-    mixture, rows: torch.Tensor, last: torch.Tensor, z_last: torch.Tensor, per_draw
-) -> dict:
-    """Weights, responsibilities and spreads at the last position only. The components are
-    rebuilt there from their means and scales: every mixture prior here has diagonal
-    Gaussian components, and evaluating them at all positions would cost L times more."""
-    weights = mixture.mixture_distribution
-    probs = weights.probs[rows, last]  # [rows, K]
-    loc = mixture.component_distribution.mean[rows, last]  # [rows, K, D]
-    scale = mixture.component_distribution.stddev[rows, last]
-    log_density = dist.Normal(loc, scale).to_event(1).log_prob(z_last.unsqueeze(-2))
-    responsibility = torch.softmax(weights.logits[rows, last] + log_density, dim=-1)
-    # Law of total variance over the components.
-    mean = (probs.unsqueeze(-1) * loc).sum(-2)
-    second_moment = (probs.unsqueeze(-1) * (scale.square() + loc.square())).sum(-2)
-    prior_scale = (second_moment - mean.square()).clamp_min(0).sqrt().mean(-1)
-    k, d = loc.shape[-2:]
-    pairs = max(k * (k - 1), 1)
-    separation = torch.cdist(loc, loc).sum((-2, -1)) / pairs / math.sqrt(d) / scale.mean((-2, -1))
-    return {
-        "responsibility": per_draw(responsibility),
-        "mixture_weights": per_draw(probs)[:, 0],
-        "component_scale": per_draw(scale.mean(-1))[:, 0],
-        "prior_scale": per_draw(prior_scale)[:, 0],
-        "component_separation": per_draw(separation)[:, 0],
-    }
-
-
-def _per_row(site, rows: int, token_rows: torch.Tensor) -> torch.Tensor:
-    log_prob = site["log_prob"]
-    # Sites of the tokens plates hold one entry per real position, in row-major order.
-    if log_prob.dim() == 1 and log_prob.shape[0] == token_rows.shape[0]:
-        return torch.zeros(rows, dtype=log_prob.dtype, device=log_prob.device).index_add_(
-            0, token_rows, log_prob
-        )
-    return log_prob.reshape(rows, -1).sum(-1)
-
-
-def _per_user_sites(trace):
-    # Sites outside the user plates (the prototypes' orthogonality factor) depend on neither
-    # z nor the user: a constant in every log weight, which self-normalisation cancels.
-    for name, site in trace.nodes.items():
-        if (
-            site["type"] == "sample"
-            and not site_is_subsample(site)
-            and any(
-                frame.name in ("sequences", "tokens", "interest_tokens")
-                for frame in site["cond_indep_stack"]
-            )
-        ):
-            yield name, site
-
-
 @torch.no_grad()
 def _draw_chunk(
     module,
@@ -162,68 +93,43 @@ def _draw_chunk(
     ks: tuple[int, ...],
     mask_history: bool,
 ) -> dict:
-    device = next(module.parameters()).device
-    users = len(sequences)
-    window = module.config.max_seq_length
-    items = pad_right([s[:-1] for s in sequences], window)
-    targets = pad_right([s[1:] for s in sequences], window)
-    items, targets = items.repeat_interleave(samples, 0), targets.repeat_interleave(samples, 0)
-    mask = items != 0
-    rows = items.shape[0]
-    batch = SequenceBatch(items, targets, mask, torch.arange(rows)).to(device)
+    batch = _repeated_batch(module, sequences, samples)
     precomputed = _once_per_user(module, batch.items, batch.mask, samples)
     model_trace, guide_trace = traces(module, batch, 1.0, 1.0, precomputed)
-
-    mask = batch.mask
-    row_index = torch.arange(rows, device=device)
-    last = mask.sum(dim=1) - 1
-    token_rows = mask.nonzero()[:, 0]
-    last_token = mask.sum(dim=1).cumsum(0) - 1
+    at = Layout.of(batch.mask)
 
     def per_draw(x):
-        return x.reshape(users, samples, *x.shape[1:]).cpu()
+        return x.reshape(len(sequences), samples, *x.shape[1:]).cpu()
 
-    log_joint = sum(_per_row(s, rows, token_rows) for _, s in _per_user_sites(model_trace))
-    log_guide = sum(_per_row(s, rows, token_rows) for _, s in _per_user_sites(guide_trace))
-    next_item = model_trace.nodes["next_item"]
-    heldout = next_item["log_prob"][last_token]
-    # The interest head (SIGMA's MIE term) observes the last target too.
-    heldout_terms = heldout.clone()
-    if "interest_next_item" in model_trace.nodes:
-        interest = model_trace.nodes["interest_next_item"]["log_prob"]
-        heldout_terms += interest[last_token] if interest.shape[0] != rows else interest
-    z = guide_trace.nodes["z"]["value"]
-    z_last = z[row_index, last]
-    kl_last = (
-        guide_trace.nodes["z"]["log_prob"][row_index, last]
-        - model_trace.nodes["z"]["log_prob"][row_index, last]
-    )
+    per_row = densities(model_trace, guide_trace, at)
+    out = {name: per_draw(value) for name, value in per_row.items()}
+    logits = model_trace.nodes["next_item"]["fn"].logits[at.last_token]  # [rows, N], normalised
+    out["predicted"] = per_draw(dist.Categorical(logits=logits).sample() + 1)
+    out["calibration"] = _calibration(sequences, per_draw(logits), ks, mask_history)
+    out.update(prior_spread(model_trace, at, per_row["z"], per_draw))
+    return out
 
-    logits = next_item["fn"].logits[last_token]  # [rows, N], normalised
-    predicted = dist.Categorical(logits=logits).sample() + 1
-    log_predictive = per_draw(logits).logsumexp(dim=1) - math.log(samples)  # [U, N]
+
+def _repeated_batch(module, sequences: list[np.ndarray], samples: int) -> SequenceBatch:
+    """The full sequences in the training layout, each row repeated once per draw."""
+    window = module.config.max_seq_length
+    items = pad_right([s[:-1] for s in sequences], window).repeat_interleave(samples, 0)
+    targets = pad_right([s[1:] for s in sequences], window).repeat_interleave(samples, 0)
+    batch = SequenceBatch(items, targets, items != 0, torch.arange(items.shape[0]))
+    return batch.to(next(module.parameters()).device)
+
+
+def _calibration(
+    sequences: list[np.ndarray], logits: torch.Tensor, ks: tuple[int, ...], mask_history: bool
+) -> UserCalibration:
+    """Rank and PIT of each held-out item under the predictive averaged over the draws
+    (``logits`` [U, S, N])."""
+    log_predictive = logits.logsumexp(dim=1) - math.log(logits.shape[1])  # [U, N]
     held_out_items = torch.as_tensor(np.array([s[-1] for s in sequences]))
     histories = pad_right([s[:-1] for s in sequences], max(len(s) - 1 for s in sequences))
-
-    out = {
-        "z": per_draw(z_last),
-        "log_joint": per_draw(log_joint),
-        "log_guide": per_draw(log_guide),
-        "heldout_loglik": per_draw(heldout),
-        "heldout_terms": per_draw(heldout_terms),
-        "kl_last": per_draw(kl_last),
-        "predicted": per_draw(predicted),
-        "calibration": score_users(
-            log_predictive, held_out_items, histories, ks, mask_history, torch.rand(users)
-        ),
-    }
-    prior = model_trace.nodes["z"]["fn"]
-    mixture = _mixture(prior)
-    if mixture is None:
-        out["prior_scale"] = per_draw(_unmasked(prior).stddev[row_index, last].mean(-1))[:, 0]
-    else:
-        out.update(_mixture_at(mixture, row_index, last, z_last, per_draw))
-    return out
+    return score_users(
+        log_predictive, held_out_items, histories, ks, mask_history, torch.rand(len(sequences))
+    )
 
 
 def draw_posterior(

@@ -33,24 +33,10 @@ def build_inference_data(
     draws: list, psis: list, user_ids: list[str], held_out: np.ndarray, attrs: dict
 ) -> az.InferenceData:
     first = draws[0]
-    samples = first.z.shape[1]
     coords = {"user": list(user_ids), "latent": np.arange(first.latent_dim)}
-    dims = {
-        "z": ["user", "latent"],
-        "next_item": ["user"],
-        "lp": ["user"],
-        "log_q": ["user"],
-        "log_weight": ["user"],
-        "kl_last": ["user"],
-    }
-    posterior = {"z": _draw_major([d.z for d in draws])}
     if first.mixture_weights is not None:
         coords["interest"] = np.arange(first.mixture_weights.shape[1])
-        posterior["mixture_weights"] = _draw_major(
-            [np.repeat(d.mixture_weights[:, None], samples, axis=1) for d in draws]
-        )
-        posterior["responsibility"] = _draw_major([d.responsibility for d in draws])
-        dims["mixture_weights"] = dims["responsibility"] = ["user", "interest"]
+    posterior, dims = _posterior(draws)
     idata = az.from_dict(
         posterior=posterior,
         posterior_predictive={"next_item": _draw_major([d.predicted for d in draws])},
@@ -66,7 +52,39 @@ def build_inference_data(
         dims=dims,
         attrs=attrs,
     )
+    extra = _user_diagnostics(draws, psis, coords)
+    with warnings.catch_warnings():
+        # "user_diagnostics" is not one of ArviZ's schema groups; it round-trips all the same.
+        warnings.simplefilter("ignore", UserWarning)
+        idata.add_groups(user_diagnostics=extra)
+    return idata
 
+
+def _posterior(draws: list) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
+    """The posterior group's variables, [chain, draw, user, ...], and every group's dims."""
+    first = draws[0]
+    dims = {
+        "z": ["user", "latent"],
+        "next_item": ["user"],
+        "lp": ["user"],
+        "log_q": ["user"],
+        "log_weight": ["user"],
+        "kl_last": ["user"],
+    }
+    posterior = {"z": _draw_major([d.z for d in draws])}
+    if first.mixture_weights is not None:
+        samples = first.z.shape[1]
+        posterior["mixture_weights"] = _draw_major(
+            [np.repeat(d.mixture_weights[:, None], samples, axis=1) for d in draws]
+        )
+        posterior["responsibility"] = _draw_major([d.responsibility for d in draws])
+        dims["mixture_weights"] = dims["responsibility"] = ["user", "interest"]
+    return posterior, dims
+
+
+def _user_diagnostics(draws: list, psis: list, coords: dict) -> xr.Dataset:
+    """Per chain and user: PSIS k-hat, held-out log-likelihoods, KL per dimension, rank and
+    PIT of the held-out item and, for a mixture prior, component scales and separation."""
     per_user = {
         "khat": [p.khat for p in psis],
         "khat_history": [p.khat_history for p in psis],
@@ -78,7 +96,7 @@ def build_inference_data(
         "pit": [d.calibration.pit for d in draws],
     }
     variables = {name: (("chain", "user"), np.stack(values)) for name, values in per_user.items()}
-    if first.component_scale is not None:
+    if draws[0].component_scale is not None:
         variables["component_scale"] = (
             ("chain", "user", "interest"),
             np.stack([d.component_scale for d in draws]),
@@ -87,18 +105,13 @@ def build_inference_data(
             ("chain", "user"),
             np.stack([d.component_separation for d in draws]),
         )
-    extra = xr.Dataset(
+    return xr.Dataset(
         variables,
         coords={
             "chain": np.arange(len(draws)),
             **{k: v for k, v in coords.items() if k in ("user", "interest")},
         },
     )
-    with warnings.catch_warnings():
-        # "user_diagnostics" is not one of ArviZ's schema groups; it round-trips all the same.
-        warnings.simplefilter("ignore", UserWarning)
-        idata.add_groups(user_diagnostics=extra)
-    return idata
 
 
 def build_run_data(draws: list, chain_names: list[str]) -> az.InferenceData:

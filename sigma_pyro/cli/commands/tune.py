@@ -73,7 +73,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from sigma_pyro.experiments.tuning import REPORT, run_tuning
+    from sigma_pyro.experiments.tuning import run_tuning
+    from sigma_pyro.experiments.tuning_report import REPORT
 
     overrides = flat_overrides(args)
     run_tuning(

@@ -50,9 +50,25 @@ def read_table(
     frame = _read_parquet(path, name) if is_parquet else _read_csv(path, name, sep)
     if frame.empty:
         raise DataError(f"{name}: header only, no interactions")
+    if min_rating is not None and rating_col is None:
+        rating_col = _default_rating_column(frame, name)
+    columns = {
+        "user_col": user_col,
+        "item_col": item_col,
+        "time_col": time_col,
+        "rating_col": rating_col,
+    }
+    _check_columns(frame, name, columns)
+    out = _interactions_frame(frame, name, columns, _locator(frame, name, is_parquet))
+    time = "time" if time_col is not None else None
+    return _from_frame(out, name, min_rating=min_rating, kcore=kcore, time=time)
 
-    # Parquet has no text lines, so positions are reported as data rows there. Text tables keep
-    # each row's index from before blank lines were dropped; the header is line 1.
+
+def _locator(frame: pd.DataFrame, name: str, is_parquet: bool):
+    """``where(position)``: the place of a data row in an error message. Parquet has no text
+    lines, so positions are reported as data rows there. Text tables keep each row's index
+    from before blank lines were dropped; the header is line 1."""
+
     def where(position: int) -> str:
         return (
             f"{name}: row {position + 1}"
@@ -60,20 +76,20 @@ def read_table(
             else f"{name}:{int(frame.index[position]) + 2}"
         )
 
-    if min_rating is not None and rating_col is None:
-        if "rating" not in frame.columns:
-            raise DataError(
-                f"{name}: min_rating needs a rating column: pass rating_col "
-                f"(available columns: {_column_list(frame)})"
-            )
-        rating_col = "rating"
-    wanted = {
-        "user_col": user_col,
-        "item_col": item_col,
-        "time_col": time_col,
-        "rating_col": rating_col,
-    }
-    for option, column in wanted.items():
+    return where
+
+
+def _default_rating_column(frame: pd.DataFrame, name: str) -> str:
+    if "rating" not in frame.columns:
+        raise DataError(
+            f"{name}: min_rating needs a rating column: pass rating_col "
+            f"(available columns: {_column_list(frame)})"
+        )
+    return "rating"
+
+
+def _check_columns(frame: pd.DataFrame, name: str, columns: dict[str, str | None]) -> None:
+    for option, column in columns.items():
         if column is not None and column not in frame.columns:
             hint = "; pass time_col=None to keep file order" if option == "time_col" else ""
             raise DataError(
@@ -81,6 +97,13 @@ def read_table(
                 f"{_column_list(frame)}{hint}"
             )
 
+
+def _interactions_frame(
+    frame: pd.DataFrame, name: str, columns: dict[str, str | None], where
+) -> pd.DataFrame:
+    """The ``user``, ``item`` (and ``rating``, ``time``) columns, each checked cell by cell."""
+    user_col, item_col = columns["user_col"], columns["item_col"]
+    rating_col, time_col = columns["rating_col"], columns["time_col"]
     out = pd.DataFrame(
         {
             "user": _id_column(frame[user_col], user_col, where),
@@ -91,11 +114,9 @@ def read_table(
         ratings = pd.to_numeric(frame[rating_col], errors="coerce")
         _fail_on_missing(ratings, frame[rating_col], rating_col, where, "a number")
         out["rating"] = ratings.to_numpy(dtype=float)
-    time = None
     if time_col is not None:
-        time = "time"
         out["time"] = _time_column(frame[time_col], name, time_col, where)
-    return _from_frame(out, name, min_rating=min_rating, kcore=kcore, time=time)
+    return out
 
 
 def _read_csv(path: Path, name: str, sep: str | None) -> pd.DataFrame:

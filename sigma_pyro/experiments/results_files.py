@@ -1,0 +1,118 @@
+"""Reading the raw runs of the results table: the ``results.csv`` of ``sigma-pyro compare``
+and the ``tuning.csv`` of ``sigma-pyro tune``, one file per dataset named by its stem. A
+malformed file is a one-line DataError naming the file, row and column."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from sigma_pyro.errors import DataError
+from sigma_pyro.experiments.metrics import METRICS
+from sigma_pyro.experiments.tuning_report import FINISHED_STATES, TUNING_METRICS
+
+NUMERIC = (*METRICS, "epochs", "wall_seconds")
+REQUIRED = ("prior", "seed", "status", *NUMERIC, "stopped_early", "code")
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataError(f"{path}: no such results file")
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(f"{path}: not a results CSV ({reason})") from None
+
+
+def _numbers(path: Path, frame: pd.DataFrame, column: str, rows: pd.Series) -> pd.Series:
+    """``column`` as floats; every selected row must hold a finite number, since a blank or
+    garbled metric of a finished run would otherwise silently drop out of the means."""
+    values = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    bad = rows & ~values.map(math.isfinite)
+    if bad.any():
+        row = int(bad.idxmax())
+        raw = frame[column][row]
+        shown = "empty" if pd.isna(raw) else repr(raw)
+        raise DataError(f"{path}: row {row + 1}: {column} is not a number ({shown})")
+    return values
+
+
+def _load_one(path: Path) -> pd.DataFrame:
+    frame = _read_csv(path)
+    missing = [column for column in REQUIRED if column not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{path}: missing column(s) {', '.join(missing)}; expected the "
+            "results.csv that `sigma-pyro compare` writes"
+        )
+    frame["status"] = frame["status"].astype(str)
+    frame["prior"] = frame["prior"].astype(str)
+    ok = frame["status"] == "ok"
+    for column in NUMERIC:
+        frame[column] = _numbers(path, frame, column, ok)
+    seeds = _numbers(path, frame, "seed", pd.Series(True, index=frame.index))
+    fractional = seeds != seeds.round()
+    if fractional.any():
+        raise DataError(f"{path}: row {int(fractional.idxmax()) + 1}: seed is not an integer")
+    frame["seed"] = seeds.astype(int)
+    # Pairing by seed needs one finished run per (variant, seed).
+    twice = frame[ok].duplicated(["prior", "seed"])
+    if twice.any():
+        row = frame[ok][twice].iloc[0]
+        raise DataError(
+            f"{path}: {row['prior']} seed {row['seed']} is recorded as finished more than once"
+        )
+    frame["stopped_early"] = frame["stopped_early"].astype(str).str.lower() == "true"
+    frame["code"] = frame["code"].fillna("unknown").astype(str)
+    return frame.assign(dataset=path.stem)
+
+
+def load_results(paths: Sequence[str | Path]) -> pd.DataFrame:
+    """The runs of every file, with a ``dataset`` column (the file's stem)."""
+    if not paths:
+        raise DataError("no results files given")
+    frames, seen = [], {}
+    for path in map(Path, paths):
+        if path.stem in seen:
+            raise DataError(f"{path}: dataset {path.stem} already read from {seen[path.stem]}")
+        seen[path.stem] = path
+        frames.append(_load_one(path))
+    return pd.concat(frames, ignore_index=True)
+
+
+def load_tuning(paths: Sequence[str | Path]) -> dict[str, pd.DataFrame]:
+    """The ``tuning.csv`` of ``sigma-pyro tune`` per dataset (the file's stem)."""
+    tables = {}
+    for path in map(Path, paths):
+        if path.stem in tables:
+            raise DataError(f"{path}: tuning of {path.stem} given twice")
+        frame = _read_csv(path)
+        required = (
+            "number",
+            "state",
+            "criterion",
+            "best_epoch",
+            "epochs",
+            "wall_seconds",
+            *TUNING_METRICS,
+        )
+        missing = [column for column in required if column not in frame.columns]
+        if missing:
+            raise DataError(
+                f"{path}: missing column(s) {', '.join(missing)}; expected the "
+                "tuning.csv that `sigma-pyro tune` writes"
+            )
+        frame["state"] = frame["state"].astype(str)
+        # A pruned trial holds the metrics of its best epoch before the pruner stopped it.
+        scored = frame["state"].isin(FINISHED_STATES)
+        for column in (*TUNING_METRICS, "best_epoch", "epochs", "wall_seconds"):
+            frame[column] = _numbers(path, frame, column, scored)
+        for column in ("code", "command", "retry_of", "error"):
+            if column not in frame.columns:
+                frame[column] = None
+        tables[path.stem] = frame
+    return tables

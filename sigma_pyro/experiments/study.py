@@ -1,0 +1,241 @@
+"""The Optuna study behind ``sigma-pyro tune``: its storage (with a heartbeat, so that the
+trial of a dead process is retried), sampler and pruner, and the objective, which trains a
+trial and reports its validation criterion after every epoch."""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from sigma_pyro.config import load_config, nest_overrides
+from sigma_pyro.errors import ConfigError
+from sigma_pyro.experiments.metrics import METRICS
+from sigma_pyro.experiments.tuning_report import FINISHED, REPORT, write_reports
+from sigma_pyro.inference.training import EpochRecord, TrainingError
+
+SAMPLERS = ("tpe", "random", "grid")
+# Early epochs rank trials poorly while the KL ramp and the interest weight still move: no
+# pruning until five trials have finished, nor before a trial's fifth epoch.
+PRUNERS = {
+    "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=5),
+    "none": optuna.pruners.NopPruner,
+}
+# A thread beats for each running trial, so a long epoch does not look dead; a trial whose
+# beat is older than GRACE_SECONDS is taken for the trial of a dead process.
+HEARTBEAT_SECONDS, GRACE_SECONDS = 60, 180
+MAX_RETRIES = 2  # a trial that keeps killing its process (out of memory) is given up
+FAILURES_IN_A_ROW = 3
+
+
+@dataclass(frozen=True)
+class TuningPlan:
+    """Everything a worker process needs to run trials of the study."""
+
+    out: Path
+    space_source: str
+    space: dict[str, BaseDistribution]
+    trials: int
+    preset: str | None
+    overrides: dict
+    storage: str
+    study_name: str
+    sampler: str
+    pruner: str
+    seed: int
+    timeout: float | None
+    criterion: str
+    command: str
+    revision: str
+
+
+def make_sampler(name: str, space: dict[str, BaseDistribution], seed: int | None):
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name != "grid":
+        raise ConfigError(f"--sampler {name!r} is unknown (choose from {', '.join(SAMPLERS)})")
+    ranges = [n for n, d in space.items() if not isinstance(d, CategoricalDistribution)]
+    if ranges:
+        raise ConfigError(
+            f"--sampler grid: {ranges[0]} is a range; a grid takes categorical settings only"
+        )
+    return optuna.samplers.GridSampler({n: list(d.choices) for n, d in space.items()}, seed=seed)
+
+
+def _retry_callback() -> RetryHeartbeatStaleTrialCallback:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
+
+
+def open_storage(url: str) -> RDBStorage:
+    """The study's storage, with a heartbeat: a process that dies mid-trial leaves its trial
+    RUNNING, and once its heartbeat is GRACE_SECONDS old the next trial to start, in any
+    process, fails it and queues a copy with the same parameters, so it is retried instead
+    of being lost or blocking the study."""
+    # SQLite serialises writers; several workers wait for the lock instead of failing.
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        try:
+            return RDBStorage(
+                url,
+                engine_kwargs=engine,
+                heartbeat_interval=HEARTBEAT_SECONDS,
+                grace_period=GRACE_SECONDS,
+                heartbeat_stale_trial_callback=_retry_callback(),
+            )
+        except Exception as err:  # sqlalchemy's errors and optuna's version checks alike
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ConfigError(f"--storage {url}: cannot open ({reason})") from None
+
+
+def open_study(plan: TuningPlan, sampler=None, create: bool = False) -> optuna.Study:
+    options = dict(
+        storage=open_storage(plan.storage),
+        study_name=plan.study_name,
+        sampler=sampler,
+        pruner=PRUNERS[plan.pruner](),
+    )
+    if create:
+        return optuna.create_study(**options, direction="maximize", load_if_exists=True)
+    return optuna.load_study(**options)
+
+
+def check_criterion(study: optuna.Study, plan: TuningPlan) -> None:
+    """Trials ranked by different metrics cannot share a study."""
+    recorded = study.user_attrs.get("criterion")
+    if recorded is None:
+        study.set_user_attr("criterion", plan.criterion)
+    elif recorded != plan.criterion:
+        raise ConfigError(
+            f"--early-stop-metric {plan.criterion}: study {plan.study_name} in {plan.storage} "
+            f"ranks by {recorded}; give that or another --study-name"
+        )
+
+
+def suggest(trial: optuna.Trial, name: str, distribution: BaseDistribution):
+    if isinstance(distribution, CategoricalDistribution):
+        return trial.suggest_categorical(name, distribution.choices)
+    if isinstance(distribution, IntDistribution):
+        return trial.suggest_int(
+            name, distribution.low, distribution.high, step=distribution.step, log=distribution.log
+        )
+    return trial.suggest_float(name, distribution.low, distribution.high, log=distribution.log)
+
+
+def train_trial(config, on_epoch: Callable[[EpochRecord], None], log) -> None:
+    """Train one trial's configuration; only the validation split is scored, and nothing is
+    saved (train the best settings with ``sigma-pyro train``)."""
+    from sigma_pyro.api import SigmaRecommender
+
+    rec = SigmaRecommender(config)
+    rec.load_data()
+    rec.fit(log=log, on_epoch=on_epoch)
+
+
+def objective(trial: optuna.Trial, plan: TuningPlan, log: Callable[[str], None]) -> float:
+    """The best validation criterion over the trial's epochs, reported after each epoch."""
+    params = {name: suggest(trial, name, d) for name, d in plan.space.items()}
+    for key, value in (
+        ("criterion", plan.criterion),
+        ("code", plan.revision),
+        ("command", plan.command),
+    ):
+        trial.set_user_attr(key, value)
+    best: dict = {}
+    started = time.perf_counter()
+
+    def on_epoch(record: EpochRecord) -> None:
+        value = record.valid[plan.criterion]
+        if "value" not in best or value > best["value"]:
+            best.update(
+                value=value,
+                best_epoch=record.epoch,
+                valid={m: record.valid.get(m, math.nan) for m in METRICS},
+            )
+        best["epochs"] = record.epoch
+        trial.report(value, record.epoch)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"at epoch {record.epoch}")
+
+    try:
+        config = load_config(plan.preset, nest_overrides({**plan.overrides, **params}))
+        train_trial(config, on_epoch, lambda line: log(f"[trial {trial.number}] {line}"))
+    except (ConfigError, TrainingError) as err:
+        # An impossible combination or a diverging run fails this trial only. NaN makes
+        # Optuna record it as failed with one line, not the traceback of an error whose
+        # message already says it all.
+        trial.set_user_attr("error", str(err))
+        return math.nan
+    except KeyboardInterrupt:
+        _queue_again(trial)
+        trial.set_user_attr("error", "interrupted")
+        raise
+    finally:
+        best["wall_seconds"] = round(time.perf_counter() - started, 1)
+        trial.set_user_attr("result", best)
+    return best["value"]
+
+
+def _queue_again(trial: optuna.Trial) -> None:
+    """Ctrl-C ends a trial as failed: queue its parameters again, as the heartbeat does for
+    a dead process's trial, so that the next run retries it (and a grid keeps its point)."""
+    frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+    _retry_callback()(trial.study, frozen)
+
+
+def _stop_after_failures(log: Callable[[str], None]) -> Callable[[optuna.Study, FrozenTrial], None]:
+    """Failed trials do not count towards the trials asked for, so a space where every
+    trial fails would run for ever: stop after a few failures in a row."""
+    in_a_row = 0
+
+    def callback(study: optuna.Study, trial: FrozenTrial) -> None:
+        nonlocal in_a_row
+        in_a_row = in_a_row + 1 if trial.state == TrialState.FAIL else 0
+        if in_a_row >= FAILURES_IN_A_ROW:
+            log(f"{in_a_row} trials in a row failed; stopping (their errors are in {REPORT})")
+            study.stop()
+
+    return callback
+
+
+def optimize(plan: TuningPlan, worker: int, existing: int, log: Callable[[str], None]) -> dict:
+    """One worker's trials, until the study has ``plan.trials`` finished ones (or the
+    timeout passes)."""
+    # A resumed study must not replay the draws it began with: seed by the trials so far.
+    seed = int(np.random.SeedSequence([plan.seed, existing, worker]).generate_state(1)[0])
+    study = open_study(plan, make_sampler(plan.sampler, plan.space, seed))
+    # Trials running in other workers will finish and count: without them every worker
+    # that finishes a trial short of the total would start one more.
+    enough = optuna.study.MaxTrialsCallback(plan.trials, states=(*FINISHED, TrialState.RUNNING))
+    study.optimize(
+        lambda trial: objective(trial, plan, log),
+        timeout=plan.timeout,
+        callbacks=[enough, _stop_after_failures(log), lambda study, _: write_reports(plan, study)],
+    )
+    return {}
+
+
+def workers_needed(study: optuna.Study, plan: TuningPlan, jobs: int) -> int:
+    """None when the study has its trials or a grid has no point left, else up to ``jobs``
+    (no more than the trials missing)."""
+    finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    grid_done = (
+        plan.sampler == "grid"
+        and not waiting
+        and make_sampler("grid", plan.space, None).is_exhausted(study)
+    )
+    return 0 if grid_done else max(0, min(jobs, plan.trials - finished))
