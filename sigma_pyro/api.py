@@ -47,6 +47,7 @@ from sigma_pyro.runtime.checkpoint import (
     read_json,
     safe_torch_load,
 )
+from sigma_pyro.runtime.distributed import World
 from sigma_pyro.runtime.progress import progress_bar
 from sigma_pyro.runtime.resources import check_training_memory
 from sigma_pyro.runtime.run_log import HISTORY_FILE, RunLog, TrainingHistory
@@ -116,7 +117,11 @@ class SigmaRecommender:
     ) -> TrainingSummary:
         """Train with SVI until early stopping; keep (and, with ``out_dir``, save) the model
         with the best validation metric. ``on_epoch(record)`` sees each epoch's
-        :class:`~sigma_pyro.inference.training.EpochRecord`."""
+        :class:`~sigma_pyro.inference.training.EpochRecord`.
+
+        Inside an initialised torch.distributed process group every rank calls this (and
+        then ``evaluate``) with the same arguments and trains data-parallel; only rank 0
+        writes into ``out_dir``, and every rank ends with the best weights."""
         if self.dataset is None:
             self.load_data()
         split = self.split
@@ -134,12 +139,13 @@ class SigmaRecommender:
                 f"{self.dataset.source}; resume needs the same data"
             )
         module = self.build_module()
-        run_log = self._run_log(out_dir, resume)
+        world = World.current()
+        run_log = self._run_log(out_dir, resume, writes=world.is_main)
         best_state: dict = {}
 
         def keep_best(module, epoch, valid):
             best_state["module"] = {k: v.detach().clone() for k, v in module.state_dict().items()}
-            if out_dir is not None:
+            if out_dir is not None and world.is_main:
                 self.save(out_dir, extra={"best_epoch": epoch, "valid": valid})
 
         def record_epoch(record):
@@ -155,6 +161,7 @@ class SigmaRecommender:
             on_improvement=keep_best,
             log=log,
             on_epoch=record_epoch,
+            world=world,
         )
         try:
             summary = trainer.fit(resume=resume)
@@ -171,15 +178,17 @@ class SigmaRecommender:
         module.eval()
         return summary
 
-    def _run_log(self, out_dir: str | Path | None, resume: bool) -> RunLog:
+    def _run_log(self, out_dir: str | Path | None, resume: bool, writes: bool = True) -> RunLog:
         """The run's epoch history (continued from ``history.csv`` on resume) and, with a
-        folder, its files."""
+        folder and ``writes``, its files."""
         resumed = resume and out_dir is not None
         self._history = (
             TrainingHistory.read(Path(out_dir) / HISTORY_FILE) if resumed else TrainingHistory()
         )
         train = self.config.train
-        return RunLog(self._history, out_dir, train.early_stop_metric, train.tensorboard)
+        return RunLog(
+            self._history, out_dir if writes else None, train.early_stop_metric, train.tensorboard
+        )
 
     @property
     def history(self) -> pd.DataFrame:
@@ -202,8 +211,8 @@ class SigmaRecommender:
             histories,
             targets,
             self.config.eval,
-            self.config.model.max_seq_length,
             self.config.train.device,
+            world=World.current(),
         )
 
     def interest_summary(self, split: str = "valid") -> dict | None:

@@ -78,7 +78,6 @@ def measure_one(
         [s[:-1] for s in sequences],
         np.array([s[-1] for s in sequences]),
         EvalConfig(),
-        MAX_LENGTH,
     )
     eval_seconds = time.perf_counter() - started
     return {

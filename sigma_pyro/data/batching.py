@@ -29,6 +29,24 @@ class SequenceBatch:
     def num_tokens(self) -> int:
         return int(self.mask.sum())
 
+    def shard(self, rank: int, size: int) -> SequenceBatch | None:
+        """Rank ``rank``'s share of the batch among ``size`` ranks: every size-th sequence
+        (so each share has a similar length mix), trimmed to its own longest sequence;
+        None when the batch has fewer sequences than ``rank + 1``."""
+        if size == 1:
+            return self
+        rows = torch.arange(rank, self.items.shape[0], size)
+        if rows.numel() == 0:
+            return None
+        mask = self.mask[rows]
+        width = max(1, int(mask.sum(dim=1).max()))
+        return SequenceBatch(
+            self.items[rows, :width],
+            self.targets[rows, :width],
+            mask[:, :width],
+            self.index[rows],
+        )
+
     def to(self, device) -> SequenceBatch:
         return SequenceBatch(
             self.items.to(device),

@@ -13,6 +13,7 @@ from sigma_pyro.evaluation.predict import (
     last_position_representation,
 )
 from sigma_pyro.evaluation.ranking import evaluate_ranking
+from sigma_pyro.runtime.distributed import SINGLE_PROCESS, World
 
 HEADS = ("next_item", "interests")
 
@@ -22,15 +23,18 @@ def evaluate_module(
     histories: list[np.ndarray],
     targets: np.ndarray,
     config: EvalConfig,
-    max_length: int,
     device="cpu",
     head: str = "next_item",
+    *,
+    world: World = SINGLE_PROCESS,
 ) -> dict:
     """Recall@K, NDCG@K and MRR of ``targets`` given ``histories`` over the full catalog.
 
     ``head="interests"`` ranks with SIGMA's interest head alone (max over the user's
     interests of the cosine score) instead of the decoder. The model sees the last
-    ``max_length`` history items; masking uses the whole history.
+    ``max_seq_length`` history items; masking uses the whole history. With a ``world`` of
+    several ranks, every rank calls this with the same arguments and scores its share of
+    the users; all get the metrics of all users.
     """
     if head not in HEADS:
         raise ValueError(f"head must be one of {HEADS}, got {head!r}")
@@ -61,4 +65,5 @@ def evaluate_module(
             item_chunk_size=config.item_chunk_size,
             mask_history=config.mask_history,
             ks=config.ks,
+            world=world,
         )

@@ -61,7 +61,6 @@ def interest_summary(
             histories,
             targets,
             dataclasses.replace(config, ks=[20], posterior_samples=0),
-            module.config.max_seq_length,
             device,
             head="interests",
         )

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from sigma_pyro.evaluation.metrics import DEFAULT_KS, metrics_from_ranks
+from sigma_pyro.runtime.distributed import SINGLE_PROCESS, World, all_gather
 
 ItemScorer = Callable[[int, int], torch.Tensor]
 
@@ -175,12 +176,17 @@ def evaluate_ranking(
     item_chunk_size: int = 8192,
     mask_history: bool = True,
     ks: Sequence[int] = DEFAULT_KS,
+    world: World = SINGLE_PROCESS,
 ) -> dict:
     """Full-ranking metrics over all users, processed ``user_chunk_size`` users at a time.
 
     ``score_items_for_users(user_slice)`` returns the item scorer (see :func:`target_ranks`)
     for the users ``targets[user_slice]``; ``user_slice`` always has a concrete start and stop.
     Runs under ``torch.no_grad()`` and returns :func:`metrics_from_ranks` of all ranks.
+
+    With several ranks in ``world``, rank r scores the user chunks r, r + size, ...: the
+    very chunks one process would score, so each user's rank, and hence every metric, is
+    exactly the one-process value (a scorer that samples draws other noise, of course).
 
     Raises:
         ValueError: on an empty user set, bad chunk sizes or malformed inputs.
@@ -193,9 +199,10 @@ def evaluate_ranking(
             f"targets must be [U] and histories [U, L], got {tuple(targets.shape)} "
             f"and {tuple(histories.shape)}"
         )
-    ranks = []
+    starts = list(range(0, num_users, user_chunk_size))
+    mine = {}
     with torch.no_grad():
-        for start in range(0, num_users, user_chunk_size):
+        for start in starts[world.rank :: world.size]:
             users = slice(start, min(start + user_chunk_size, num_users))
             chunk_ranks = target_ranks(
                 score_items_for_users(users),
@@ -205,7 +212,9 @@ def evaluate_ranking(
                 item_chunk_size=item_chunk_size,
                 mask_history=mask_history,
             )
-            ranks.append(chunk_ranks.cpu())
+            mine[start] = chunk_ranks.cpu()
+    by_start = {start: r for shard in all_gather(mine, world) for start, r in shard.items()}
+    ranks = [by_start[start] for start in starts]
     if not ranks:
         raise ValueError("evaluate_ranking needs at least one user")
     return metrics_from_ranks(torch.cat(ranks), ks)

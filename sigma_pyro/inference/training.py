@@ -10,10 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyro
 import torch
-from pyro import poutine
-from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro.infer.util import zero_grads
 
 from sigma_pyro.config import Config, early_stop_cutoff, flag
@@ -21,6 +21,7 @@ from sigma_pyro.data.batching import TrainingBatches
 from sigma_pyro.data.dataset import LeaveOneOutSplit
 from sigma_pyro.errors import CheckpointError, SigmaPyroError
 from sigma_pyro.evaluation.evaluate import evaluate_module
+from sigma_pyro.inference.elbo_loss import ElboLoss, data_parallel
 from sigma_pyro.inference.objective import elbo_terms, first_non_finite_site
 from sigma_pyro.inference.precision import autocast_program
 from sigma_pyro.runtime.checkpoint import (
@@ -30,6 +31,7 @@ from sigma_pyro.runtime.checkpoint import (
     library_versions,
     safe_torch_load,
 )
+from sigma_pyro.runtime.distributed import World, all_gather, all_sum
 from sigma_pyro.runtime.progress import progress_bar
 from sigma_pyro.runtime.resources import peak_rss_mb
 
@@ -75,6 +77,14 @@ def kl_scale(config: Config, step: int) -> float:
     return t.kl_cap * ramp
 
 
+def rank_seed(seed: int, rank: int) -> int:
+    """Rank 0 keeps the configured seed (a one-process run is rank 0 of a world of one);
+    every other rank draws its own dropout and z noise."""
+    if rank == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
+
+
 def interest_scale(config: Config, epoch: int) -> float:
     """The MIE weight of the authors' code: starts high to shape the interests, then decays
     linearly to a floor (max(1, 200 - epoch) * 1e-3 with the default settings)."""
@@ -109,6 +119,11 @@ class Trainer:
     caller decides how to save the best model; ``on_epoch(record)`` after every epoch (an
     exception it raises ends training, as a pruned tuning trial does); the resumable state
     goes to ``state_dir/last.pt`` after every epoch.
+
+    Under torch.distributed (``world``, by default the initialised process group's) every
+    rank runs this with the same arguments: each trains on its share of every global batch
+    under DistributedDataParallel, validation is sharded and gathered, and only rank 0 logs
+    and writes ``last.pt``. Both callbacks run on every rank, with the same arguments.
     """
 
     def __init__(
@@ -120,41 +135,35 @@ class Trainer:
         on_improvement: Callable | None = None,
         log: Callable[[str], None] | None = None,
         on_epoch: Callable[[EpochRecord], None] | None = None,
+        world: World | None = None,
     ):
+        self.world = World.current() if world is None else world
         self.module = module
         self.split = split
         self.config = config
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self.on_improvement = on_improvement
         self.on_epoch = on_epoch
-        self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+        say = log or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.log = say if self.world.is_main else (lambda line: None)
         self.device = torch.device(config.train.device)
 
     def fit(self, resume: bool = False) -> TrainingSummary:
         """Train until early stopping or the epoch limit. The caller's Pyro parameter store
         and global torch RNG are left as they were: training runs in its own scope with its
-        own seed."""
+        own seed (rank 0 the configured one, every other rank its own stream)."""
         device = self.device
         with (
             pyro.get_param_store().scope(),
             torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
         ):
-            torch.manual_seed(self.config.train.seed)
+            torch.manual_seed(rank_seed(self.config.train.seed, self.world.rank))
             return self._fit(resume)
 
     def _fit(self, resume: bool) -> TrainingSummary:
-        cfg = self.config
+        cfg, world = self.config, self.world
         module = self.module.to(self.device)
         optimizer = pyro.optim.ClippedAdam({"lr": cfg.train.lr, "clip_norm": cfg.train.clip_norm})
-        amp = cfg.train.mixed_precision
-        svi = SVI(
-            autocast_program(module.model, self.device, amp),
-            autocast_program(module.guide, self.device, amp),
-            optimizer,
-            (TraceMeanField_ELBO if cfg.train.analytic_kl else Trace_ELBO)(
-                num_particles=cfg.train.num_particles
-            ),
-        )
         batches = TrainingBatches.for_training(self.split.train, cfg)
         if len(batches) == 0:
             raise TrainingError("no user has a training sequence of 2 or more items")
@@ -172,6 +181,10 @@ class Trainer:
         progress = _Progress()
         if resume:
             self._restore(optimizer, progress)
+        # Registered once up front so that every rank hands the optimiser the same
+        # parameters, including a rank whose share of a batch was empty.
+        pyro.module("sigma", module)
+        loss = data_parallel(self._elbo_loss(), world, self.device, monitor)
         metric = cfg.train.early_stop_metric
         cutoff = early_stop_cutoff(metric)
         eval_config = dataclasses.replace(
@@ -181,7 +194,7 @@ class Trainer:
         while progress.epoch < cfg.train.epochs:
             if progress.bad_epochs >= cfg.train.patience > 0:
                 break
-            record = self._epoch(svi, batches, monitor, eval_config, progress)
+            record = self._epoch(loss, optimizer, batches, monitor, eval_config, progress)
             history.append(record)
             if self.on_epoch is not None:
                 self.on_epoch(record)
@@ -199,26 +212,49 @@ class Trainer:
             progress.best_epoch, progress.best_valid, progress.epoch, stopped_early, history
         )
 
+    def _elbo_loss(self) -> ElboLoss:
+        cfg, module = self.config.train, self.module
+        amp = cfg.mixed_precision
+        elbo = (TraceMeanField_ELBO if cfg.analytic_kl else Trace_ELBO)(
+            num_particles=cfg.num_particles
+        )
+        return ElboLoss(
+            module,
+            autocast_program(module.model, self.device, amp),
+            autocast_program(module.guide, self.device, amp),
+            elbo,
+        )
+
     def _epoch(
-        self, svi: SVI, batches: TrainingBatches, monitor, eval_config, progress: _Progress
+        self, loss, optimizer, batches: TrainingBatches, monitor, eval_config, progress: _Progress
     ) -> EpochRecord:
-        """One pass over the training batches, then the monitoring terms and validation."""
-        cfg, module = self.config, self.module
+        """One pass over the training batches, then the monitoring terms and validation.
+
+        Every rank walks the same global batches (the shuffle is seeded by seed and epoch)
+        and trains on its share of each, so the step count, the KL ramp and the interest
+        weight are global; the loss reported is the global batch's.
+        """
+        cfg, module, world = self.config, self.module, self.world
         started = time.perf_counter()
         module.train()
         batches.set_epoch(progress.epoch)
         lam = interest_scale(cfg, progress.epoch)
         total_loss, total_tokens = 0.0, 0
         bar = progress_bar(
-            batches, cfg.train.progress, desc=f"epoch {progress.epoch + 1}", leave=False
+            batches,
+            cfg.train.progress and world.is_main,
+            desc=f"epoch {progress.epoch + 1}",
+            leave=False,
         )
         for batch in bar:
-            batch = batch.to(self.device)
+            shard = batch.shard(world.rank, world.size)
             beta = kl_scale(cfg, progress.step)
-            loss, bad_gradients = self._step(svi, batch, beta, lam)
+            batch_loss, bad_gradients = self._step(
+                loss, optimizer, None if shard is None else shard.to(self.device), beta, lam
+            )
             where = f"epoch {progress.epoch + 1}, step {progress.step + 1}"
-            if not math.isfinite(loss):
-                site = first_non_finite_site(module, batch, beta, lam)
+            if not math.isfinite(batch_loss):
+                site = first_non_finite_site(module, batch.to(self.device), beta, lam)
                 raise TrainingError(
                     f"non-finite ELBO at {where}{f' ({site})' if site else ''}; "
                     "the last good checkpoint is kept"
@@ -230,15 +266,16 @@ class Trainer:
                     "); not applied, the last good checkpoint is kept"
                 )
             progress.step += 1
-            total_loss += loss
+            total_loss += batch_loss
             total_tokens += batch.num_tokens
             bar.set_postfix(loss=f"{total_loss / total_tokens:.4f}")
         module.eval()
         beta = kl_scale(cfg, progress.step)
-        terms = elbo_terms(module, monitor, beta, lam)
-        split, length = self.split, cfg.model.max_seq_length
+        # Only rank 0 reports the terms, so only it pays for them.
+        terms = elbo_terms(module, monitor, beta, lam) if world.is_main else {}
+        split = self.split
         valid = evaluate_module(
-            module, split.valid_history, split.valid_target, eval_config, length, self.device
+            module, split.valid_history, split.valid_target, eval_config, self.device, world=world
         )
         interest_valid = (
             {}
@@ -248,9 +285,9 @@ class Trainer:
                 split.valid_history,
                 split.valid_target,
                 dataclasses.replace(eval_config, ks=[20], posterior_samples=0),
-                length,
                 self.device,
                 head="interests",
+                world=world,
             )
         )
         progress.epoch += 1
@@ -268,17 +305,30 @@ class Trainer:
         )
 
     def _restore(self, optimizer, progress: _Progress) -> None:
-        """Continue from ``state_dir/last.pt`` when there is one."""
+        """Continue from ``state_dir/last.pt`` when there is one.
+
+        A checkpoint of N ranks resumes bit for bit in N ranks (each takes back its own
+        RNG stream) and statistically in one process (rank 0's stream); any other world
+        size is refused, since the ranks' streams cannot be handed out again.
+        """
         state = self._load_state()
         if state is None:
             return
+        saved_size, world = state.get("world_size", 1), self.world
+        if world.distributed and saved_size != world.size:
+            raise CheckpointError(
+                f"{self.state_dir / STATE_FILE}: written by {saved_size} process(es), resumed "
+                f"with {world.size}; resume with {saved_size} or with one"
+            )
+        rngs = state.get("rank_rng") or [state["rng"]]
+        cuda_rngs = state.get("rank_cuda_rng") or [state["cuda_rng"]]
         try:
             self.module.load_state_dict(state["module"])
             optimizer.set_state(state["optimizer"])
             # map_location moved every tensor to the device; RNG states live on the CPU.
-            torch.set_rng_state(state["rng"].cpu())
-            if state["cuda_rng"] is not None and self.device.type == "cuda":
-                torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
+            torch.set_rng_state(rngs[world.rank].cpu())
+            if cuda_rngs[world.rank] is not None and self.device.type == "cuda":
+                torch.cuda.set_rng_state(cuda_rngs[world.rank].cpu(), self.device)
             progress.epoch, progress.step = state["epoch"], state["step"]
             progress.best, progress.best_epoch = state["best"], state["best_epoch"]
             progress.bad_epochs, progress.best_valid = state["bad_epochs"], state["best_valid"]
@@ -286,11 +336,21 @@ class Trainer:
             raise CheckpointError(
                 f"{self.state_dir / STATE_FILE}: cannot resume from it ({str(err).splitlines()[0]})"
             ) from None
-        self.log(f"resumed from {self.state_dir / STATE_FILE} at epoch {progress.epoch}")
+        self.log(
+            f"resumed from {self.state_dir / STATE_FILE} at epoch {progress.epoch}"
+            + (f" (written by {saved_size} processes)" if saved_size != world.size else "")
+        )
 
     def _save(self, optimizer, progress: _Progress) -> None:
-        """The resumable state after an epoch: weights, optimiser, RNG and progress."""
+        """The resumable state after an epoch: weights, optimiser, every rank's RNG and the
+        progress, written by rank 0 alone."""
         if self.state_dir is None:
+            return
+        cuda = self.device.type == "cuda"
+        # Every rank takes part in the gather; only rank 0 writes.
+        rngs = all_gather(torch.get_rng_state(), self.world)
+        cuda_rngs = all_gather(torch.cuda.get_rng_state(self.device) if cuda else None, self.world)
+        if not self.world.is_main:
             return
         atomic_torch_save(
             {
@@ -299,10 +359,11 @@ class Trainer:
                 "config": self.config.to_dict(),
                 "module": self.module.state_dict(),
                 "optimizer": optimizer.get_state(),
-                "rng": torch.get_rng_state(),
-                "cuda_rng": (
-                    torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
-                ),
+                "rng": rngs[0],
+                "cuda_rng": cuda_rngs[0],
+                "world_size": self.world.size,
+                "rank_rng": rngs,
+                "rank_cuda_rng": cuda_rngs,
                 "epoch": progress.epoch,
                 "step": progress.step,
                 "best": progress.best,
@@ -313,21 +374,32 @@ class Trainer:
             self.state_dir / STATE_FILE,
         )
 
-    def _step(self, svi: SVI, batch, beta: float, lam: float) -> tuple[float, list[str]]:
-        """``svi.step`` that refuses to apply a non-finite loss or gradient: the parameters
-        stay as they were, so the error can name the site on the healthy model and nothing
-        poisoned is ever saved. Returns the loss and the parameters with bad gradients."""
+    def _step(self, loss, optimizer, shard, beta: float, lam: float) -> tuple[float, list[str]]:
+        """One gradient step on this rank's ``shard`` that refuses to apply a non-finite
+        loss or gradient: the parameters stay as they were, so the error can name the site
+        on the healthy model and nothing poisoned is ever saved. Returns the global batch's
+        loss and the parameters with bad gradients; every rank returns the same.
+
+        Each rank's loss is weighted by the world size because DDP averages gradients over
+        ranks while the ELBO sums over sequences: the update is the global batch's.
+        """
+        world = self.world
         # Pyro's argument validation re-checks every [tokens x items] logits tensor on every
         # step; a non-finite loss is caught here, and first_non_finite_site re-runs the
         # batch with validation on to name the site.
-        with pyro.validation_enabled(False), poutine.trace(param_only=True) as captured:
+        with pyro.validation_enabled(False):
             try:
-                loss = svi.loss_and_grads(svi.model, svi.guide, batch, beta, lam)
+                local = loss(shard, beta, lam, float(world.size))
             except ValueError:  # a distribution rejected a NaN parameter
-                loss = math.nan
-        params = {site["value"].unconstrained() for site in captured.trace.nodes.values()}
+                local = None
+        value = math.nan if local is None else local.item() / world.size
+        # Summed before any backward, so that all ranks agree to stop on a non-finite loss
+        # instead of one of them leaving the others waiting in DDP's all-reduce.
+        total = float(all_sum(torch.tensor(value, dtype=torch.float64), world))
+        params = list(self.module.parameters())
         bad: list[str] = []
-        if math.isfinite(loss):
+        if math.isfinite(total):
+            local.backward()
             norms = [p.grad.norm() for p in params if p.grad is not None]
             if norms and not torch.isfinite(torch.stack(norms)).all():
                 bad = [
@@ -336,9 +408,9 @@ class Trainer:
                     if p.grad is not None and not torch.isfinite(p.grad).all()
                 ]
             else:
-                svi.optim(params)
+                optimizer(params)
         zero_grads(params)
-        return loss, bad
+        return total, bad
 
     def _load_state(self):
         if self.state_dir is None or not (self.state_dir / STATE_FILE).is_file():
