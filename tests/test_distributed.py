@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 import torch.distributed as dist
 
+from helpers import make_batch
 from sigma_pyro.api import SigmaRecommender
 from sigma_pyro.runtime.checkpoint import STATE_FILE, safe_torch_load
 
@@ -167,3 +168,41 @@ def test_a_killed_rank_fails_the_job_and_the_checkpoint_resumes(runs, tmp_path):
     again, straight = history(out), history(root / "two")
     assert list(again["epoch"]) == [1, 2, 3]
     assert again["loss"].to_numpy() == pytest.approx(straight["loss"].to_numpy(), rel=1e-12)
+
+
+def test_the_launcher_environment_is_read_and_checked():
+    from sigma_pyro.runtime.distributed import DistributedError, World, rank_device
+
+    assert World.from_environment({}) == World()
+    world = World.from_environment({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"})
+    assert (world.rank, world.size, world.is_main, world.distributed) == (1, 2, False, True)
+    assert rank_device("cuda", world) == "cuda:1" and rank_device("cpu", world) == "cpu"
+    with pytest.raises(DistributedError, match="RANK='x' is not an integer"):
+        World.from_environment({"RANK": "x", "WORLD_SIZE": "2"})
+    with pytest.raises(DistributedError, match="RANK=2 and WORLD_SIZE=2"):
+        World.from_environment({"RANK": "2", "WORLD_SIZE": "2"})
+    with pytest.raises(DistributedError, match="give --device cuda"):
+        rank_device("cuda:0", world)
+
+
+def test_shards_split_a_batch_by_sequence_and_trim_padding():
+    batch = make_batch(users=5)
+    shards = [batch.shard(rank, 2) for rank in range(2)]
+    assert sorted(int(i) for s in shards for i in s.index) == sorted(int(i) for i in batch.index)
+    assert sum(s.num_tokens for s in shards) == batch.num_tokens
+    for shard in shards:
+        assert shard.mask[:, -1].any()  # no column of padding only
+    assert batch.shard(0, 1) is batch
+    assert batch.shard(5, 6) is None  # more ranks than sequences
+
+
+def test_other_commands_refuse_to_run_under_torchrun(tmp_path):
+    env = {**ENV, "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}
+    result = subprocess.run(
+        [sys.executable, "-m", "sigma_pyro", "evaluate", "--model", str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "sigma-pyro: error: rank 0: evaluate runs in one process; only train runs under torchrun"
+    )
