@@ -111,16 +111,25 @@ def process_group(device: str, environ=None) -> Iterator[World]:
         return
     backend = backend_for(device)
     if backend == "nccl":
+        gpus = torch.cuda.device_count()
+        if world.local_rank >= gpus:
+            raise DistributedError(
+                f"LOCAL_RANK={world.local_rank} but this node has {gpus} "
+                "GPU(s); start at most one rank per GPU (--nproc-per-node)"
+            )
         torch.cuda.set_device(world.local_rank)
-    timeout = timedelta(
-        seconds=float(os.environ.get("SIGMA_PYRO_DIST_TIMEOUT", _DEFAULT_TIMEOUT_S))
-    )
+    raw = os.environ.get("SIGMA_PYRO_DIST_TIMEOUT", str(_DEFAULT_TIMEOUT_S))
+    try:
+        timeout = timedelta(seconds=float(raw))
+    except ValueError:
+        raise DistributedError(
+            f"SIGMA_PYRO_DIST_TIMEOUT={raw!r} is not a number of seconds"
+        ) from None
     try:
         dist.init_process_group(backend, timeout=timeout)
     except (RuntimeError, ValueError) as err:
         raise DistributedError(
-            f"rank {world.rank}: cannot join the {backend} process group "
-            f"({str(err).splitlines()[0]})"
+            f"cannot join the {backend} process group ({str(err).splitlines()[0]})"
         ) from None
     try:
         yield world
