@@ -41,14 +41,17 @@ def _numbers(path: Path, frame: pd.DataFrame, column: str, rows: pd.Series) -> p
     return values
 
 
-def _load_one(path: Path) -> pd.DataFrame:
-    frame = _read_csv(path)
-    missing = [column for column in REQUIRED if column not in frame.columns]
+def _require_columns(frame: pd.DataFrame, path: Path, required, written_by: str) -> None:
+    missing = [column for column in required if column not in frame.columns]
     if missing:
         raise DataError(
-            f"{path}: missing column(s) {', '.join(missing)}; expected the "
-            "results.csv that `sigma-pyro compare` writes"
+            f"{path}: missing column(s) {', '.join(missing)}; expected the {written_by} writes"
         )
+
+
+def _load_one(path: Path) -> pd.DataFrame:
+    frame = _read_csv(path)
+    _require_columns(frame, path, REQUIRED, "results.csv that `sigma-pyro compare`")
     frame["status"] = frame["status"].astype(str)
     frame["prior"] = frame["prior"].astype(str)
     ok = frame["status"] == "ok"
@@ -100,12 +103,7 @@ def load_tuning(paths: Sequence[str | Path]) -> dict[str, pd.DataFrame]:
             "wall_seconds",
             *TUNING_METRICS,
         )
-        missing = [column for column in required if column not in frame.columns]
-        if missing:
-            raise DataError(
-                f"{path}: missing column(s) {', '.join(missing)}; expected the "
-                "tuning.csv that `sigma-pyro tune` writes"
-            )
+        _require_columns(frame, path, required, "tuning.csv that `sigma-pyro tune`")
         frame["state"] = frame["state"].astype(str)
         # A pruned trial holds the metrics of its best epoch before the pruner stopped it.
         scored = frame["state"].isin(FINISHED_STATES)
