@@ -445,7 +445,7 @@ def test_balance_and_sharpness_penalties():
 
 def test_kl_scale_is_in_elbo_units():
     from sigma_pyro.config import Config
-    from sigma_pyro.inference.training import kl_scale
+    from sigma_pyro.inference.schedules import kl_scale
 
     config = Config()
     config.train.kl_cap, config.train.kl_anneal_steps = 0.5, 10

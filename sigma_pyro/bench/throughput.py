@@ -20,7 +20,7 @@ from sigma_pyro.data.batching import TrainingBatches
 from sigma_pyro.data.synthetic import SyntheticConfig, generate_synthetic
 from sigma_pyro.inference.plain_elbo import plain_negative_elbo
 from sigma_pyro.inference.precision import autocast_program
-from sigma_pyro.inference.training import interest_scale, kl_scale
+from sigma_pyro.inference.schedules import interest_scale, kl_scale
 from sigma_pyro.runtime.resources import peak_rss_mb
 
 DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "Beauty.txt"

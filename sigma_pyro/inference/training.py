@@ -10,28 +10,28 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pyro
 import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
-from pyro.infer.util import zero_grads
 
-from sigma_pyro.config import Config, early_stop_cutoff, flag
+from sigma_pyro.config import Config, early_stop_cutoff
 from sigma_pyro.data.batching import TrainingBatches
 from sigma_pyro.data.dataset import LeaveOneOutSplit
-from sigma_pyro.errors import CheckpointError, SigmaPyroError
+from sigma_pyro.errors import SigmaPyroError
 from sigma_pyro.evaluation.evaluate import evaluate_module
 from sigma_pyro.inference.elbo_loss import ElboLoss, data_parallel
+from sigma_pyro.inference.guarded_step import guarded_step
 from sigma_pyro.inference.objective import elbo_terms, first_non_finite_site
 from sigma_pyro.inference.precision import autocast_program
-from sigma_pyro.runtime.checkpoint import (
-    FORMAT_VERSION,
-    STATE_FILE,
-    atomic_torch_save,
-    library_versions,
-    safe_torch_load,
+from sigma_pyro.inference.schedules import interest_scale, kl_scale, rank_seed
+from sigma_pyro.inference.training_state import (
+    Progress,
+    read_state,
+    restore_state,
+    write_state,
 )
-from sigma_pyro.runtime.distributed import World, all_gather, all_sum
+from sigma_pyro.runtime.checkpoint import STATE_FILE
+from sigma_pyro.runtime.distributed import World
 from sigma_pyro.runtime.progress import progress_bar
 from sigma_pyro.runtime.resources import peak_rss_mb
 
@@ -61,55 +61,6 @@ class TrainingSummary:
     epochs_run: int
     stopped_early: bool
     history: list[EpochRecord] = field(default_factory=list)
-
-
-def kl_scale(config: Config, step: int) -> float:
-    """Scale of the z site: beta_t, ramping linearly up to ``kl_cap``.
-
-    The scale multiplies the KL of z summed over its dimensions at each real position, so
-    ``kl_cap`` is in ELBO units: a cap of 1 is the true ELBO, and a cap of 0.05 weighs a
-    nat of KL per token at 1/20 of a nat of next-item likelihood. (Until 0.2 this was
-    divided by the latent size, which left the prior a weight of ~0.0016 a token: no say.)
-    The ramp starts at one step's worth, since poutine.scale needs a positive scale.
-    """
-    t = config.train
-    ramp = 1.0 if t.kl_anneal_steps == 0 else min(1.0, (step + 1) / t.kl_anneal_steps)
-    return t.kl_cap * ramp
-
-
-def rank_seed(seed: int, rank: int) -> int:
-    """Rank 0 keeps the configured seed (a one-process run is rank 0 of a world of one);
-    every other rank draws its own dropout and z noise."""
-    if rank == 0:
-        return seed
-    return int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
-
-
-def interest_scale(config: Config, epoch: int) -> float:
-    """The MIE weight of the authors' code: starts high to shape the interests, then decays
-    linearly to a floor (max(1, 200 - epoch) * 1e-3 with the default settings)."""
-    t = config.train
-    return max(t.interest_weight_end, t.interest_weight_start - t.interest_weight_decay * epoch)
-
-
-@dataclass
-class _Progress:
-    """Where training stands; saved with the resumable state."""
-
-    epoch: int = 0
-    step: int = 0
-    best: float = -math.inf
-    best_epoch: int = -1
-    bad_epochs: int = 0
-    best_valid: dict[str, float] = field(default_factory=dict)
-
-    def improved(self, record: EpochRecord, metric: str) -> None:
-        self.best, self.best_epoch, self.best_valid = (
-            record.valid[metric],
-            record.epoch,
-            record.valid,
-        )
-        self.bad_epochs = 0
 
 
 class Trainer:
@@ -167,18 +118,10 @@ class Trainer:
         batches = TrainingBatches.for_training(self.split.train, cfg)
         if len(batches) == 0:
             raise TrainingError("no user has a training sequence of 2 or more items")
-        monitor = next(
-            iter(
-                TrainingBatches(
-                    self.split.train,
-                    min(cfg.train.batch_size, 256),
-                    cfg.model.max_seq_length,
-                    shuffle=False,
-                )
-            )
-        )
-        monitor = monitor.to(self.device)
-        progress = _Progress()
+        size = min(cfg.train.batch_size, 256)
+        monitor = TrainingBatches(self.split.train, size, cfg.model.max_seq_length, shuffle=False)
+        monitor = next(iter(monitor)).to(self.device)
+        progress = Progress()
         if resume:
             self._restore(optimizer, progress)
         # Registered once up front so that every rank hands the optimiser the same
@@ -200,7 +143,7 @@ class Trainer:
                 self.on_epoch(record)
             improved = record.valid[metric] > progress.best
             if improved:
-                progress.improved(record, metric)
+                progress.improved(record.epoch, record.valid, metric)
                 if self.on_improvement is not None:
                     self.on_improvement(module, record.epoch, record.valid)
             else:
@@ -226,7 +169,7 @@ class Trainer:
         )
 
     def _epoch(
-        self, loss, optimizer, batches: TrainingBatches, monitor, eval_config, progress: _Progress
+        self, loss, optimizer, batches: TrainingBatches, monitor, eval_config, progress: Progress
     ) -> EpochRecord:
         """One pass over the training batches, then the monitoring terms and validation.
 
@@ -249,8 +192,14 @@ class Trainer:
         for batch in bar:
             shard = batch.shard(world.rank, world.size)
             beta = kl_scale(cfg, progress.step)
-            batch_loss, bad_gradients = self._step(
-                loss, optimizer, None if shard is None else shard.to(self.device), beta, lam
+            batch_loss, bad_gradients = guarded_step(
+                loss,
+                optimizer,
+                module,
+                None if shard is None else shard.to(self.device),
+                beta,
+                lam,
+                world,
             )
             where = f"epoch {progress.epoch + 1}, step {progress.step + 1}"
             if not math.isfinite(batch_loss):
@@ -304,136 +253,32 @@ class Trainer:
             peak_rss_mb(),
         )
 
-    def _restore(self, optimizer, progress: _Progress) -> None:
-        """Continue from ``state_dir/last.pt`` when there is one.
-
-        A checkpoint of N ranks resumes bit for bit in N ranks (each takes back its own
-        RNG stream) and statistically in one process (rank 0's stream); any other world
-        size is refused, since the ranks' streams cannot be handed out again.
-        """
-        state = self._load_state()
-        if state is None:
-            return
-        saved_size, world = state.get("world_size", 1), self.world
-        if world.distributed and saved_size != world.size:
-            raise CheckpointError(
-                f"{self.state_dir / STATE_FILE}: written by {saved_size} process(es), resumed "
-                f"with {world.size}; resume with {saved_size} or with one"
-            )
-        rngs = state.get("rank_rng") or [state["rng"]]
-        cuda_rngs = state.get("rank_cuda_rng") or [state["cuda_rng"]]
-        try:
-            self.module.load_state_dict(state["module"])
-            optimizer.set_state(state["optimizer"])
-            # map_location moved every tensor to the device; RNG states live on the CPU.
-            torch.set_rng_state(rngs[world.rank].cpu())
-            if cuda_rngs[world.rank] is not None and self.device.type == "cuda":
-                torch.cuda.set_rng_state(cuda_rngs[world.rank].cpu(), self.device)
-            progress.epoch, progress.step = state["epoch"], state["step"]
-            progress.best, progress.best_epoch = state["best"], state["best_epoch"]
-            progress.bad_epochs, progress.best_valid = state["bad_epochs"], state["best_valid"]
-        except (KeyError, RuntimeError, TypeError, AttributeError) as err:
-            raise CheckpointError(
-                f"{self.state_dir / STATE_FILE}: cannot resume from it ({str(err).splitlines()[0]})"
-            ) from None
-        self.log(
-            f"resumed from {self.state_dir / STATE_FILE} at epoch {progress.epoch}"
-            + (f" (written by {saved_size} processes)" if saved_size != world.size else "")
-        )
-
-    def _save(self, optimizer, progress: _Progress) -> None:
-        """The resumable state after an epoch: weights, optimiser, every rank's RNG and the
-        progress, written by rank 0 alone."""
-        if self.state_dir is None:
-            return
-        cuda = self.device.type == "cuda"
-        # Every rank takes part in the gather; only rank 0 writes.
-        rngs = all_gather(torch.get_rng_state(), self.world)
-        cuda_rngs = all_gather(torch.cuda.get_rng_state(self.device) if cuda else None, self.world)
-        if not self.world.is_main:
-            return
-        atomic_torch_save(
-            {
-                "format_version": FORMAT_VERSION,
-                "versions": library_versions(),
-                "config": self.config.to_dict(),
-                "module": self.module.state_dict(),
-                "optimizer": optimizer.get_state(),
-                "rng": rngs[0],
-                "cuda_rng": cuda_rngs[0],
-                "world_size": self.world.size,
-                "rank_rng": rngs,
-                "rank_cuda_rng": cuda_rngs,
-                "epoch": progress.epoch,
-                "step": progress.step,
-                "best": progress.best,
-                "best_epoch": progress.best_epoch,
-                "bad_epochs": progress.bad_epochs,
-                "best_valid": progress.best_valid,
-            },
-            self.state_dir / STATE_FILE,
-        )
-
-    def _step(self, loss, optimizer, shard, beta: float, lam: float) -> tuple[float, list[str]]:
-        """One gradient step on this rank's ``shard`` that refuses to apply a non-finite
-        loss or gradient: the parameters stay as they were, so the error can name the site
-        on the healthy model and nothing poisoned is ever saved. Returns the global batch's
-        loss and the parameters with bad gradients; every rank returns the same.
-
-        Each rank's loss is weighted by the world size because DDP averages gradients over
-        ranks while the ELBO sums over sequences: the update is the global batch's.
-        """
-        world = self.world
-        # Pyro's argument validation re-checks every [tokens x items] logits tensor on every
-        # step; a non-finite loss is caught here, and first_non_finite_site re-runs the
-        # batch with validation on to name the site.
-        with pyro.validation_enabled(False):
-            try:
-                local = loss(shard, beta, lam, float(world.size))
-            except ValueError:  # a distribution rejected a NaN parameter
-                local = None
-        value = math.nan if local is None else local.item() / world.size
-        # Summed before any backward, so that all ranks agree to stop on a non-finite loss
-        # instead of one of them leaving the others waiting in DDP's all-reduce.
-        total = float(all_sum(torch.tensor(value, dtype=torch.float64), world))
-        params = list(self.module.parameters())
-        bad: list[str] = []
-        if math.isfinite(total):
-            local.backward()
-            norms = [p.grad.norm() for p in params if p.grad is not None]
-            if norms and not torch.isfinite(torch.stack(norms)).all():
-                bad = [
-                    name
-                    for name, p in self.module.named_parameters()
-                    if p.grad is not None and not torch.isfinite(p.grad).all()
-                ]
-            else:
-                optimizer(params)
-        zero_grads(params)
-        return total, bad
-
-    def _load_state(self):
-        if self.state_dir is None or not (self.state_dir / STATE_FILE).is_file():
+    def _restore(self, optimizer, progress: Progress) -> None:
+        """Continue from ``state_dir/last.pt`` when there is one."""
+        path = None if self.state_dir is None else self.state_dir / STATE_FILE
+        if path is None or not path.is_file():
             self.log("no training state to resume from; starting fresh")
-            return None
-        path = self.state_dir / STATE_FILE
-        state = safe_torch_load(path, map_location=self.device)
-        version = state.get("format_version") if isinstance(state, dict) else None
-        if version != FORMAT_VERSION:
-            raise CheckpointError(
-                f"{path}: format version {version!r}, expected "
-                f"{FORMAT_VERSION}; train again without --resume"
-            )
-        saved, current = state.get("config", {}).get("model", {}), self.config.to_dict()["model"]
-        changed = sorted(
-            flag(name) for name in saved.keys() & current.keys() if saved[name] != current[name]
+            return
+        state = read_state(path, self.config, self.device)
+        saved_size = restore_state(
+            state, path, self.module, optimizer, progress, self.world, self.device
         )
-        if changed:
-            raise CheckpointError(
-                f"{path}: written with other model settings "
-                f"({', '.join(changed)}); resume with the same ones"
+        self.log(
+            f"resumed from {path} at epoch {progress.epoch}"
+            + (f" (written by {saved_size} processes)" if saved_size != self.world.size else "")
+        )
+
+    def _save(self, optimizer, progress: Progress) -> None:
+        if self.state_dir is not None:
+            write_state(
+                self.state_dir / STATE_FILE,
+                self.config,
+                self.module,
+                optimizer,
+                progress,
+                self.world,
+                self.device,
             )
-        return state
 
     @staticmethod
     def _format(r: EpochRecord, metric: str, improved: bool) -> str:
