@@ -9,7 +9,6 @@ rec.recommend([["12", "845"]], k=10)
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,43 +16,29 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sigma_pyro.config import Config, check_device, load_config, nest_overrides
-from sigma_pyro.data.batching import pad_right
-from sigma_pyro.data.dataset import ItemVocabulary, LeaveOneOutSplit, SequenceDataset
+from sigma_pyro.config import Config, load_config, nest_overrides
+from sigma_pyro.data.dataset import LeaveOneOutSplit, SequenceDataset
 from sigma_pyro.data.interactions import Interactions
 from sigma_pyro.data.loading import read_configured_data
-from sigma_pyro.errors import CheckpointError, ConfigError, DataError, SigmaPyroWarning
+from sigma_pyro.errors import CheckpointError
+from sigma_pyro.evaluation.baselines import baseline_metrics
 from sigma_pyro.evaluation.evaluate import evaluate_module
-from sigma_pyro.evaluation.explain import (
-    catalog_shares,
-    explain_items,
-    item_assignments,
-    require_interests,
-    typical_items,
-)
+from sigma_pyro.evaluation.explain import interest_table
 from sigma_pyro.evaluation.export import table_format, write_chunks
 from sigma_pyro.evaluation.interest_head import interest_summary
-from sigma_pyro.evaluation.predict import ranked_chunks
-from sigma_pyro.evaluation.ranking import PopularityRecommender, evaluate_ranking
+from sigma_pyro.evaluation.recommendations import (
+    explain_histories,
+    known_users,
+    recommend_histories,
+    recommendation_frames,
+)
 from sigma_pyro.inference.training import Trainer, TrainingSummary
 from sigma_pyro.nn.module import SigmaModule
-from sigma_pyro.runtime.checkpoint import (
-    FORMAT_VERSION,
-    META_FILE,
-    MODEL_FILE,
-    atomic_torch_save,
-    atomic_write_json,
-    library_versions,
-    read_json,
-    safe_torch_load,
-)
+from sigma_pyro.runtime.checkpoint import MODEL_FILE, safe_torch_load
 from sigma_pyro.runtime.distributed import World
-from sigma_pyro.runtime.progress import progress_bar
+from sigma_pyro.runtime.model_folder import check_same_items, load_model, save_model
 from sigma_pyro.runtime.resources import check_training_memory
 from sigma_pyro.runtime.run_log import HISTORY_FILE, RunLog, TrainingHistory
-
-# Unknown ids named in a warning or error; the rest are counted.
-_NAMED_UNKNOWN = 5
 
 
 class SigmaRecommender:
@@ -128,16 +113,8 @@ class SigmaRecommender:
         check_training_memory(
             self.config, self.dataset.num_items, [len(s) - 1 for s in split.train]
         )
-        meta_path = Path(out_dir) / META_FILE if resume and out_dir is not None else None
-        if (
-            meta_path is not None
-            and meta_path.is_file()
-            and read_json(meta_path).get("items") != self.dataset.items.raw_ids
-        ):
-            raise CheckpointError(
-                f"{meta_path}: the saved model was trained on other items than "
-                f"{self.dataset.source}; resume needs the same data"
-            )
+        if resume and out_dir is not None:
+            check_same_items(out_dir, self.dataset.items, self.dataset.source)
         module = self.build_module()
         world = World.current()
         run_log = self._run_log(out_dir, resume, writes=world.is_main)
@@ -239,26 +216,9 @@ class SigmaRecommender:
         """Reference points for the metrics: popularity (counts over the histories of the
         split, all of which the model may see) and, on synthetic data, the Bayes-optimal
         ranking under the generator's true next-item law."""
-        data = self.split
-        histories, targets = (
-            (data.valid_history, data.valid_target)
-            if split == "valid"
-            else (data.test_history, data.test_target)
+        return baseline_metrics(
+            self.split, split, self.dataset.num_items, self.config.eval, self.synthetic
         )
-        popularity = PopularityRecommender().fit(histories, self.dataset.num_items)
-        out = {
-            "popularity": evaluate_ranking(
-                popularity.score_items_for_users,
-                torch.as_tensor(targets),
-                pad_right(histories, max(map(len, histories))),
-                self.dataset.num_items,
-                ks=self.config.eval.ks,
-                mask_history=self.config.eval.mask_history,
-            )
-        }
-        if self.synthetic is not None:
-            out["bayes_optimal"] = self.synthetic.bayes_optimal_metrics(self.config.eval.ks, split)
-        return out
 
     def recommend(
         self, histories: list[list[str]], k: int = 10, exclude_history: bool = True
@@ -266,11 +226,9 @@ class SigmaRecommender:
         """Top-``k`` (raw item id, score) for each history of raw item ids. Items the model
         never saw are skipped with a SigmaPyroWarning naming them; a history with no known
         item raises DataError."""
-        encoded = self._encode_histories(histories)
-        return [
-            list(zip(self.dataset.items.decode(items), scores.tolist(), strict=True))
-            for items, scores in self._top_items(encoded, k, exclude_history)
-        ]
+        return recommend_histories(
+            self._require_module(), self.dataset.items, histories, k, self.config, exclude_history
+        )
 
     def recommend_users(self, users: list[str], k: int = 10) -> dict[str, list[tuple[str, float]]]:
         """Top-``k`` next items after each named user's full sequence in the loaded data, by
@@ -296,51 +254,16 @@ class SigmaRecommender:
         under the interest head (``interest``, a hyper-category index as in
         :meth:`describe_interests`), its ``intensity``, and the ``history`` items that carry
         it, most recent first. Only for priors with interests (else ConfigError)."""
-        module = self._require_module()
-        require_interests(module)
-        encoded = self._encode_histories(histories)
-        ranked = self._top_items(encoded, k)
-        explanations = explain_items(
-            module,
-            encoded,
-            [items for items, _ in ranked],
-            self.config.train.device,
+        return explain_histories(
+            self._require_module(), self.dataset.items, histories, k, self.config
         )
-        decode = self.dataset.items.decode
-        return [
-            [
-                {
-                    "item": item,
-                    "score": score,
-                    "interest": why.interest,
-                    "intensity": why.intensity,
-                    "history": decode(why.history),
-                }
-                for item, score, why in zip(decode(items), scores.tolist(), row, strict=True)
-            ]
-            for (items, scores), row in zip(ranked, explanations, strict=True)
-        ]
 
     def describe_interests(self, n: int = 10, titles: dict[str, str] | None = None) -> pd.DataFrame:
         """Each hyper-category (prototype) with its ``share`` of the catalog (items whose
         strongest assignment it is) and its ``n`` most typical items by assignment
         ``probability``: columns interest, share, rank, item (raw id), probability, and
         ``title`` when ``titles`` maps raw ids to titles. Only for priors with interests."""
-        assignment = item_assignments(self._require_module())
-        probabilities, items = typical_items(assignment, n)
-        shares = catalog_shares(assignment)
-        frame = pd.DataFrame(
-            {
-                "interest": np.repeat(np.arange(len(shares)), probabilities.shape[1]),
-                "share": np.repeat(shares.cpu().numpy(), probabilities.shape[1]),
-                "rank": np.tile(np.arange(1, probabilities.shape[1] + 1), len(shares)),
-                "item": self.dataset.items.decode(items.flatten().tolist()),
-                "probability": probabilities.flatten().cpu().numpy(),
-            }
-        )
-        if titles is not None:
-            frame["title"] = frame["item"].map(titles).fillna("")
-        return frame
+        return interest_table(self._require_module(), self.dataset.items, n, titles)
 
     def user_histories(self, users: list[str]) -> dict[str, list[str]]:
         """Each known user's full sequence in the loaded data, in raw item ids; unknown users
@@ -348,166 +271,30 @@ class SigmaRecommender:
         dataset = self._require_data()
         return {
             user: dataset.items.decode(dataset.sequences[dataset.user_position(user)])
-            for user in self._known_users(users)
+            for user in known_users(dataset, users)
         }
-
-    def _known_users(self, users: list[str] | None) -> list[str]:
-        """The users of the loaded data among ``users`` (all of them for None); one warning
-        names the unknown ones."""
-        dataset = self._require_data()
-        if users is None:
-            return dataset.users
-        users = [str(u) for u in users]
-        known = [u for u in users if dataset.has_user(u)]
-        unknown = list(dict.fromkeys(u for u in users if not dataset.has_user(u)))
-        if not users:
-            raise DataError("no user ids given")
-        if not known:
-            raise DataError(f"{dataset.source}: none of the users is known: {_named(unknown)}")
-        if unknown:
-            _warn_unknown("user", unknown, f"not in {dataset.source}")
-        return known
-
-    def _encode_histories(self, histories: list[list[str]]) -> list[np.ndarray]:
-        """Internal ids of each history's known items; one warning names the unknown ones."""
-        self._require_module()
-        items = self.dataset.items
-        encoded, unknown = [], {}
-        for row, history in enumerate(histories):
-            raw = [str(i) for i in history]
-            ids, _ = items.encode_known(raw)
-            unknown.update(dict.fromkeys(r for r in raw if r not in items))
-            if len(ids) == 0:
-                raise DataError(
-                    f"history {row + 1}: none of its items is known to the model"
-                    + (f": {_named(raw)}" if raw else " (it is empty)")
-                )
-            encoded.append(ids)
-        if unknown:
-            _warn_unknown("item", list(unknown), "unknown to the model")
-        return encoded
-
-    def _top_items(
-        self, sequences: list[np.ndarray], k: int, exclude_history: bool = True
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(internal ids, scores) of the top ``k`` per sequence; fewer where the history
-        leaves fewer items to recommend."""
-        out = []
-        for scores, items in self._ranked(sequences, k, exclude_history):
-            for row_scores, row_items in zip(
-                scores.cpu().numpy(), items.cpu().numpy(), strict=True
-            ):
-                finite = np.isfinite(row_scores)
-                out.append((row_items[finite], row_scores[finite]))
-        return out
-
-    def _ranked(self, sequences: list[np.ndarray], k: int, exclude_history: bool = True):
-        cfg = self.config.eval
-        return ranked_chunks(
-            self._require_module(),
-            sequences,
-            k,
-            self.config.train.device,
-            cfg.eval_batch_size,
-            cfg.item_chunk_size,
-            cfg.posterior_samples,
-            exclude_history,
-        )
 
     def _recommendation_frames(
         self, k: int, users: list[str] | None, progress: bool = False
     ) -> Iterator[pd.DataFrame]:
-        """The rows of :meth:`recommend_all`, one frame per chunk of users."""
-        users = self._known_users(users)
-        dataset = self.dataset
-        raw_items = np.asarray(dataset.items.raw_ids, dtype=object)
-        sequences = [dataset.sequences[dataset.user_position(u)] for u in users]
-        done = 0
-        with progress_bar(total=len(users), enabled=progress, desc="recommend", unit="user") as bar:
-            for scores, items in self._ranked(sequences, k):
-                rows, width = scores.shape
-                chunk = np.asarray(users[done : done + rows], dtype=object)
-                frame = pd.DataFrame(
-                    {
-                        "user": np.repeat(chunk, width),
-                        "rank": np.tile(np.arange(1, width + 1), rows),
-                        "item": raw_items[items.cpu().numpy().ravel() - 1],
-                        "score": scores.cpu().numpy().ravel().astype(np.float32),
-                    }
-                )
-                done += rows
-                bar.update(rows)
-                # -inf marks the slots left over where a history covers nearly the catalog.
-                yield frame[np.isfinite(frame["score"])].reset_index(drop=True)
+        """The rows of :meth:`recommend_all`; lazily, so that a writer's own checks come
+        before the users' and the model's."""
+        users = known_users(self._require_data(), users)
+        module = self._require_module()
+        yield from recommendation_frames(module, self.dataset, users, k, self.config, progress)
 
     # -- persistence ---------------------------------------------------------------------------
     def save(self, out_dir: str | Path, extra: dict | None = None) -> Path:
-        module = self._require_module()
-        out = Path(out_dir)
-        atomic_torch_save(module.state_dict(), out / MODEL_FILE)
-        atomic_write_json(
-            {
-                "format_version": FORMAT_VERSION,
-                "config": self.config.to_dict(),
-                "items": self.dataset.items.raw_ids,
-                "versions": library_versions(),
-                **(extra or {}),
-            },
-            out / META_FILE,
-        )
-        return out
+        return save_model(out_dir, self._require_module(), self.config, self.dataset.items, extra)
 
     @classmethod
     def load(cls, model_dir: str | Path, **data_overrides) -> SigmaRecommender:
         """A saved model; ``data_overrides`` (e.g. ``path=...``) change which data it is
         evaluated on or recommends for, keeping the model's item vocabulary."""
-        model_dir = Path(model_dir)
-        meta = read_json(model_dir / META_FILE)
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise CheckpointError(
-                f"{model_dir / META_FILE}: format version "
-                f"{meta.get('format_version')!r}, expected {FORMAT_VERSION}"
-            )
-        try:
-            config = Config.from_dict(meta["config"], str(model_dir / META_FILE))
-            items = ItemVocabulary([str(i) for i in meta["items"]])
-        except (KeyError, TypeError) as err:
-            raise CheckpointError(f"{model_dir / META_FILE}: missing or malformed {err}") from None
-        try:
-            check_device(config.train.device)
-        except ConfigError:
-            # A model trained on a GPU still loads, onto the CPU, where there is none.
-            config.train.device = "cpu"
-        if data_overrides:
-            config.update(nest_overrides(data_overrides), "overrides")
-        config.validate()
-        rec = cls(config)
-        rec.module = SigmaModule(len(items), config.model)
-        state = safe_torch_load(model_dir / MODEL_FILE)
-        if isinstance(state, dict) and config.model.likelihood == "full":
-            # Models saved before the sampled likelihood existed lack its sampler, which a
-            # full-softmax model never uses.
-            state.setdefault("sampling_log_q", rec.module.sampling_log_q)
-        try:
-            rec.module.load_state_dict(state)
-        except (RuntimeError, TypeError, AttributeError) as err:
-            raise CheckpointError(
-                f"{model_dir / MODEL_FILE}: weights do not match the "
-                f"saved configuration ({str(err).splitlines()[0]})"
-            ) from None
-        rec.module.to(config.train.device).eval()
-        rec.dataset = SequenceDataset([], [], items)
-        rec.meta = meta
-        rec._history = TrainingHistory.read(model_dir / HISTORY_FILE)
+        saved = load_model(model_dir, data_overrides)
+        rec = cls(saved.config)
+        rec.module = saved.module
+        rec.dataset = SequenceDataset([], [], saved.items)
+        rec.meta = saved.meta
+        rec._history = TrainingHistory.read(Path(model_dir) / HISTORY_FILE)
         return rec
-
-
-def _named(ids: list[str]) -> str:
-    """The first few ids, quoted, and how many more there are."""
-    named = ", ".join(repr(i) for i in ids[:_NAMED_UNKNOWN])
-    return named + (f" and {len(ids) - _NAMED_UNKNOWN} more" if len(ids) > _NAMED_UNKNOWN else "")
-
-
-def _warn_unknown(noun: str, ids: list[str], where: str) -> None:
-    counted = f"{len(ids)} {noun}{'s' if len(ids) > 1 else ''}"
-    warnings.warn(f"{counted} {where}, skipped: {_named(ids)}", SigmaPyroWarning, stacklevel=2)

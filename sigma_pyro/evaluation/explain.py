@@ -14,9 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 
 from sigma_pyro.data.batching import pad_right
+from sigma_pyro.data.dataset import ItemVocabulary
 from sigma_pyro.errors import ConfigError
 from sigma_pyro.models.priors import PRIORS
 
@@ -90,3 +92,26 @@ def explain_items(
             ]
         )
     return out
+
+
+def interest_table(
+    module, items: ItemVocabulary, n: int, titles: dict[str, str] | None = None
+) -> pd.DataFrame:
+    """Each hyper-category with its ``share`` of the catalog and its ``n`` most typical
+    items by assignment ``probability``: columns interest, share, rank, item (raw id),
+    probability, and ``title`` when ``titles`` maps raw ids to titles."""
+    assignment = item_assignments(module)
+    probabilities, ids = typical_items(assignment, n)
+    shares = catalog_shares(assignment)
+    frame = pd.DataFrame(
+        {
+            "interest": np.repeat(np.arange(len(shares)), probabilities.shape[1]),
+            "share": np.repeat(shares.cpu().numpy(), probabilities.shape[1]),
+            "rank": np.tile(np.arange(1, probabilities.shape[1] + 1), len(shares)),
+            "item": items.decode(ids.flatten().tolist()),
+            "probability": probabilities.flatten().cpu().numpy(),
+        }
+    )
+    if titles is not None:
+        frame["title"] = frame["item"].map(titles).fillna("")
+    return frame
