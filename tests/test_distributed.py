@@ -89,7 +89,7 @@ def test_sharded_evaluation_equals_one_process_evaluation(runs):
 def test_only_rank_zero_speaks_and_writes(runs):
     root, two = runs
     assert two.stderr.count("epoch   3 ") == 1
-    assert "on 2 ranks" in two.stderr
+    assert "on 2 rank(s)" in two.stderr
     leftovers = [p.name for p in (root / "two").iterdir() if p.name.endswith(".tmp")]
     assert leftovers == []
     assert safe_torch_load(root / "two" / STATE_FILE)["world_size"] == 2
@@ -104,6 +104,19 @@ def test_a_two_rank_checkpoint_resumes_in_one_process(runs, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "written by 2 processes" in result.stderr
+    assert list(history(out)["epoch"]) == [1, 2, 3, 4]
+
+
+def test_one_rank_under_torchrun_goes_through_ddp_and_resumes_a_two_rank_run(runs, tmp_path):
+    root, _ = runs
+    out = tmp_path / "resumed"
+    shutil.copytree(root / "two", out)
+    result = run(
+        torchrun(1, "--prior", "deterministic", "--epochs", "4", "--resume", "--out", str(out))
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "on 1 rank(s)" in result.stderr and "written by 2 processes" in result.stderr
+    assert json.loads((out / "metrics.json").read_text())["world_size"] == 1
     assert list(history(out)["epoch"]) == [1, 2, 3, 4]
 
 
@@ -176,6 +189,8 @@ def test_the_launcher_environment_is_read_and_checked():
     assert World.from_environment({}) == World()
     world = World.from_environment({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"})
     assert (world.rank, world.size, world.is_main, world.distributed) == (1, 2, False, True)
+    # torchrun with one process is still a launched job: it goes through DDP.
+    assert World.from_environment({"RANK": "0", "WORLD_SIZE": "1"}).distributed
     assert rank_device("cuda", world) == "cuda:1" and rank_device("cpu", world) == "cpu"
     with pytest.raises(DistributedError, match="RANK='x' is not an integer"):
         World.from_environment({"RANK": "x", "WORLD_SIZE": "2"})

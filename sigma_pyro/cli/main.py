@@ -33,7 +33,7 @@ DISTRIBUTED_COMMANDS = ("train",)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_process_memory()
-    launched = os.environ.get("WORLD_SIZE", "1") != "1"
+    launched = "WORLD_SIZE" in os.environ  # torchrun's environment, even for one process
     with warnings.catch_warnings():
         show_warnings_as_lines()
         try:

@@ -101,7 +101,7 @@ def restore_state(
     refused, since the ranks' streams cannot be handed out again.
     """
     saved_size = state.get("world_size", 1)
-    if world.distributed and saved_size != world.size:
+    if world.size > 1 and saved_size != world.size:
         raise CheckpointError(
             f"{path}: written by {saved_size} process(es), resumed "
             f"with {world.size}; resume with {saved_size} or with one"

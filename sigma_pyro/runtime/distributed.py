@@ -3,8 +3,8 @@ and evaluation need.
 
 ``torchrun`` starts one process per rank and tells each its place through the environment
 (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``); a plain
-``python`` run has none of these and is a world of one. Everything here is a no-op in a
-world of one, so the single-process path is the distributed path with ``size == 1``.
+``python`` run has none of these and is a world of one, in which everything here is a
+no-op; the training and evaluation code is the same either way.
 """
 
 from __future__ import annotations
@@ -32,20 +32,22 @@ class DistributedError(SigmaPyroError):
 
 @dataclass(frozen=True)
 class World:
-    """This process's rank among ``size`` processes (``local_rank`` on its own node)."""
+    """This process's rank among ``size`` processes (``local_rank`` on its own node).
+
+    ``distributed`` is whether a launcher started it, which torchrun with one process also
+    does: that world of one goes through the process group, DDP and the collectives, so a
+    1-GPU machine can check the distributed path.
+    """
 
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    distributed: bool = False
 
     @property
     def is_main(self) -> bool:
         """Rank 0 alone writes files, logs and draws progress bars."""
         return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.size > 1
 
     @classmethod
     def from_environment(cls, environ=None) -> World:
@@ -62,7 +64,7 @@ class World:
                 raise DistributedError(
                     f"environment variable {name}={raw!r} is not an integer"
                 ) from None
-        world = cls(values["RANK"], values["WORLD_SIZE"], values["LOCAL_RANK"])
+        world = cls(values["RANK"], values["WORLD_SIZE"], values["LOCAL_RANK"], True)
         if world.size < 1 or not 0 <= world.rank < world.size or world.local_rank < 0:
             raise DistributedError(
                 f"RANK={world.rank} and WORLD_SIZE={world.size} do not describe a rank of a job"
@@ -75,7 +77,7 @@ class World:
         if not (dist.is_available() and dist.is_initialized()):
             return cls()
         local = int(os.environ.get("LOCAL_RANK", "0"))
-        return cls(dist.get_rank(), dist.get_world_size(), local)
+        return cls(dist.get_rank(), dist.get_world_size(), local, True)
 
 
 SINGLE_PROCESS = World()

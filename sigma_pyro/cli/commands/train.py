@@ -77,7 +77,7 @@ def _train(args, config, world) -> int:
     )
     say(
         f"training prior={config.model.prior} into {out}"
-        + (f" on {world.size} ranks ({config.train.device} each)" if world.distributed else "")
+        + (f" on {world.size} rank(s) ({config.train.device} each)" if world.distributed else "")
     )
     summary = rec.fit(out_dir=out, resume=args.resume, log=say)
     test = rec.evaluate("test")
