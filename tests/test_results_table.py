@@ -215,3 +215,33 @@ def test_a_finished_run_recorded_twice_is_refused(tmp_path, capsys):
     path = write_csv(tmp_path / "Beauty.csv", rows + rows[:1])
     assert main(["results", "--runs", str(path), "--out", str(tmp_path / "out.md")]) == 2
     assert "sigma seed 0 is recorded as finished more than once" in capsys.readouterr().err
+
+
+def test_published_numbers_sit_beside_sigma_and_in_the_figure(tmp_path, capsys):
+    beauty = write_csv(tmp_path / "Beauty.csv", runs({"sigma": {"recall@20": 0.12}, "normal": {}}))
+    published = tmp_path / "published.csv"
+    published.write_text(
+        "dataset,model,source,recall@20,ndcg@20\n"
+        "Beauty,PaperA,A (2022),0.1000,\n"
+        "Toys_and_Games,PaperB,B (2023),0.2000,0.1\n"
+    )
+    figure, out = tmp_path / "images" / "results.png", tmp_path / "docs" / "results.md"
+    args = ["results", "--runs", str(beauty), "--published", str(published)]
+    assert main([*args, "--figure", str(figure), "--out", str(out)]) == 0
+    text = out.read_text(encoding="utf-8")
+    # sigma's Recall@20 mean is 0.12 + the mean seed offset 0.008 (see runs()); no paper
+    # reported NDCG@20 on Beauty, so it has no column.
+    assert "| published | source | Recall@20 | sigma − it |" in text
+    assert "| PaperA | A (2022) | 0.1000 | +0.0280 |" in text
+    assert "PaperB" not in text  # no Toys runs in this table
+    assert "![test Recall@20 and NDCG@20 of every variant](../images/results.png)" in text
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    capsys.readouterr()
+
+    published.write_text("dataset,model,source,recall@20\nBeauty,PaperA,A,high\n")
+    assert main([*args, "--out", str(tmp_path / "other.md")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.strip() == f"sigma-pyro: error: {published}: row 1: recall@20 is not a number ('high')"
+    )
+    assert not (tmp_path / "other.md").exists()

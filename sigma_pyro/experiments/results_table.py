@@ -23,7 +23,9 @@ import pandas as pd
 
 from sigma_pyro.errors import DataError
 from sigma_pyro.experiments.metrics import METRICS
+from sigma_pyro.experiments.published import load_published
 from sigma_pyro.experiments.reporting import duration, markdown_table, mean_std, number
+from sigma_pyro.experiments.results_figure import render_results_figure
 from sigma_pyro.experiments.results_files import load_results, load_tuning
 from sigma_pyro.experiments.tuning_report import tuning_provenance, tuning_summary
 from sigma_pyro.experiments.verdict import (
@@ -97,13 +99,37 @@ def _tuning_section(table: pd.DataFrame) -> str:
     )
 
 
-def _dataset_section(runs: pd.DataFrame, tuning: pd.DataFrame | None = None) -> str:
+def _published_section(ok: pd.DataFrame, published: pd.DataFrame) -> str:
+    """The published numbers on this dataset's file beside sigma's mean."""
+    metrics = [m for m in METRICS if m in published and published[m].notna().any()]
+    ours = ok[ok["prior"] == SUBJECT]
+    rows = []
+    for row in published.to_dict("records"):
+        cells = [row["model"], row["source"]]
+        for metric in metrics:
+            value = row[metric]
+            gap = ours[metric].mean() - value if len(ours) else float("nan")
+            cells += [number(value), number(gap, signed=True)]
+        rows.append(cells)
+    header = ["published", "source"]
+    for metric in metrics:
+        header += [LABELS[metric], f"{SUBJECT} − it"]
+    return "Published on the same file (test split, full ranking):\n\n" + markdown_table(
+        header, rows
+    )
+
+
+def _dataset_section(
+    runs: pd.DataFrame, tuning: pd.DataFrame | None = None, published: pd.DataFrame | None = None
+) -> str:
     ok = runs[runs["status"] == "ok"]
     parts = (
         [verdict(runs), _metrics_table(ok, ordered_variants(ok)), _paired_table(runs)]
         if len(ok)
         else ["No finished runs."]
     )
+    if published is not None and len(published):
+        parts.append(_published_section(ok, published))
     failed = runs[runs["status"] != "ok"]
     if len(failed):
         parts.append(
@@ -171,10 +197,17 @@ NOTES = f"""## How to read the tables
 
 
 def render_results(
-    results: pd.DataFrame, command: str, machine: str, tuning: dict[str, pd.DataFrame] | None = None
+    results: pd.DataFrame,
+    command: str,
+    machine: str,
+    tuning: dict[str, pd.DataFrame] | None = None,
+    published: pd.DataFrame | None = None,
+    figure: str | None = None,
 ) -> str:
-    """The Markdown of ``docs/results.md`` for the runs of :func:`load_results` and the
-    tuning trials of :func:`load_tuning`."""
+    """The Markdown of ``docs/results.md`` for the runs of :func:`load_results`, the
+    tuning trials of :func:`load_tuning` and the published numbers of
+    :func:`~sigma_pyro.experiments.published.load_published`; ``figure`` is the figure's
+    path relative to the Markdown file."""
     tuning = tuning or {}
     text = io.StringIO()
     text.write(
@@ -182,8 +215,12 @@ def render_results(
         "`sigma-pyro compare`; do not edit by hand.\n\n"
     )
     text.write(_provenance(results, command, machine))
+    if figure is not None:
+        text.write(f"\n![test Recall@20 and NDCG@20 of every variant]({figure})\n")
     for dataset, runs in results.groupby("dataset", sort=False):
-        text.write(f"\n## {dataset}\n\n{_dataset_section(runs, tuning.get(dataset))}")
+        mine = None if published is None else published[published["dataset"] == dataset]
+        section = _dataset_section(runs, tuning.get(dataset), mine)
+        text.write(f"\n## {dataset}\n\n{section}")
     text.write("\n" + NOTES)
     return text.getvalue()
 
@@ -196,19 +233,33 @@ def machine_description() -> str:
 
 
 def write_results(
-    paths: Sequence[str | Path], out: str | Path, tuning_paths: Sequence[str | Path] = ()
+    paths: Sequence[str | Path],
+    out: str | Path,
+    tuning_paths: Sequence[str | Path] = (),
+    published_path: str | Path | None = None,
+    figure_path: str | Path | None = None,
 ) -> str:
     """Render the runs of ``paths`` (and the tuning trials of ``tuning_paths``, matched to
-    datasets by file stem) into ``out``; returns the Markdown."""
+    datasets by file stem, and the published numbers of ``published_path``) into ``out``,
+    with the figure at ``figure_path``; returns the Markdown."""
     results = load_results(paths)
     tuning = load_tuning(tuning_paths)
     unmatched = sorted(set(tuning) - set(results["dataset"]))
     if unmatched:
         raise DataError(f"--tuning {unmatched[0]}: no results file of that dataset in --runs")
+    published = None if published_path is None else load_published(published_path)
     words = ["sigma-pyro", "results", "--runs", *map(str, paths)]
     if tuning_paths:
         words += ["--tuning", *map(str, tuning_paths)]
+    if published_path is not None:
+        words += ["--published", str(published_path)]
+    if figure_path is not None:
+        words += ["--figure", str(figure_path)]
     command = shlex.join([*words, "--out", str(out)])
-    text = render_results(results, command, machine_description(), tuning)
+    figure = None
+    if figure_path is not None:
+        atomic_write_bytes(Path(figure_path), render_results_figure(results, published))
+        figure = os.path.relpath(figure_path, Path(out).parent)
+    text = render_results(results, command, machine_description(), tuning, published, figure)
     atomic_write_bytes(Path(out), text.encode("utf-8"))
     return text

@@ -33,6 +33,20 @@ def register(sub) -> None:
         "dataset like the --runs files, e.g. results/tuning/*.csv",
     )
     parser.add_argument(
+        "--published",
+        type=Path,
+        metavar="CSV",
+        help="published numbers on the same files (dataset, model, source and metric "
+        "columns), set beside sigma's and drawn in the figure, e.g. results/published.csv",
+    )
+    parser.add_argument(
+        "--figure",
+        type=Path,
+        metavar="PNG",
+        help="also draw test Recall@20 and NDCG@20 of every variant, with error bars over "
+        "seeds, into this PNG and show it in the Markdown",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=Path("docs/results.md"),
@@ -44,5 +58,5 @@ def register(sub) -> None:
 def run(args) -> int:
     from sigma_pyro.experiments.results_table import write_results
 
-    print(write_results(args.runs, args.out, args.tuning), end="")
+    print(write_results(args.runs, args.out, args.tuning, args.published, args.figure), end="")
     return 0
