@@ -82,3 +82,18 @@ def run_main(argv) -> tuple[int, str, str]:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main([str(a) for a in argv])
     return code, out.getvalue(), err.getvalue()
+
+
+# Settings of a synthetic run that trains one epoch in about a second.
+TINY = {
+    "synthetic_users": 80,
+    "synthetic_items": 40,
+    "synthetic_categories": 4,
+    "hidden_size": 16,
+    "num_heads": 2,
+    "max_seq_length": 8,
+    "batch_size": 32,
+    "num_interests": 4,
+    "epochs": 1,
+    "progress": False,
+}

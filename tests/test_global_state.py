@@ -5,20 +5,8 @@ from __future__ import annotations
 import pyro
 import torch
 
+from helpers import TINY
 from sigma_pyro.api import SigmaRecommender
-
-TINY = {
-    "synthetic_users": 80,
-    "synthetic_items": 40,
-    "synthetic_categories": 4,
-    "hidden_size": 16,
-    "num_heads": 2,
-    "max_seq_length": 8,
-    "batch_size": 32,
-    "num_interests": 4,
-    "epochs": 1,
-    "progress": False,
-}
 
 
 def test_fit_keeps_the_callers_param_store_and_rng():

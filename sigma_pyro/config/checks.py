@@ -53,6 +53,7 @@ def check_ranges(config: Config) -> None:
         "interest_weight_decay": t.interest_weight_decay,
         "posterior_samples": e.posterior_samples,
         "clip_norm": t.clip_norm,
+        "weight_decay": t.weight_decay,
     }
     for name, value in non_negative.items():
         if not value >= 0:

@@ -67,6 +67,7 @@ class TrainConfig:
     max_batch_tokens: int = 0  # cap on real positions per batch (0: no cap); bounds memory
     lr: float = 1e-3
     clip_norm: float = 10.0
+    weight_decay: float = 0.0  # L2 weight decay of the Adam step (ClippedAdam's weight_decay)
     num_particles: int = 1
     analytic_kl: bool = False  # closed-form KL of z (TraceMeanField_ELBO); normal prior only
     kl_cap: float = 0.0016  # weight of z's summed KL per real token, after the ramp

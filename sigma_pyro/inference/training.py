@@ -114,7 +114,10 @@ class Trainer:
     def _fit(self, resume: bool) -> TrainingSummary:
         cfg, world = self.config, self.world
         module = self.module.to(self.device)
-        optimizer = pyro.optim.ClippedAdam({"lr": cfg.train.lr, "clip_norm": cfg.train.clip_norm})
+        t = cfg.train
+        optimizer = pyro.optim.ClippedAdam(
+            {"lr": t.lr, "clip_norm": t.clip_norm, "weight_decay": t.weight_decay}
+        )
         batches = TrainingBatches.for_training(self.split.train, cfg)
         if len(batches) == 0:
             raise TrainingError("no user has a training sequence of 2 or more items")
