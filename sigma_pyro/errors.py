@@ -22,6 +22,10 @@ class CheckpointError(SigmaPyroError):
     """A saved model that is missing, truncated, corrupted or untrusted."""
 
 
+class TrainingError(SigmaPyroError):
+    """Training cannot continue (for example a non-finite ELBO)."""
+
+
 class SigmaPyroWarning(UserWarning):
     """Input partly unusable but still answered (unknown ids skipped, for example); the CLI
     prints it as one ``sigma-pyro: warning:`` line."""

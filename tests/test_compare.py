@@ -24,7 +24,7 @@ import sigma_pyro.experiments.measure as measure
 from sigma_pyro.api import SigmaRecommender
 from sigma_pyro.cli.main import main
 from sigma_pyro.data.batching import TrainingBatches
-from sigma_pyro.errors import ConfigError
+from sigma_pyro.errors import ConfigError, TrainingError
 from sigma_pyro.evaluation.interest_analysis import (
     chance_nmi,
     item_clusters,
@@ -41,7 +41,6 @@ from sigma_pyro.inference.iwae import (
     iwae_log_likelihood,
     log_weights,
 )
-from sigma_pyro.inference.training import TrainingError
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {

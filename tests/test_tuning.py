@@ -21,12 +21,12 @@ import sigma_pyro.experiments.tuning as tuning
 import sigma_pyro.experiments.tuning_report as tuning_report
 import sigma_pyro.inference.training as training
 from sigma_pyro.cli.main import main
-from sigma_pyro.errors import ConfigError
+from sigma_pyro.errors import ConfigError, TrainingError
 from sigma_pyro.experiments.compare import METRICS
 from sigma_pyro.experiments.search_space import describe, load_space
 from sigma_pyro.experiments.tuning import run_tuning
 from sigma_pyro.experiments.tuning_report import TUNING_METRICS
-from sigma_pyro.inference.training import EpochRecord, TrainingError
+from sigma_pyro.inference.training import EpochRecord
 
 REPO = Path(__file__).resolve().parents[1]
 # Neither num_interests nor hidden_dropout: the spaces below tune them.

@@ -14,8 +14,7 @@ import sys
 from collections.abc import Callable, Hashable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
-from sigma_pyro.errors import ConfigError
-from sigma_pyro.inference.training import TrainingError
+from sigma_pyro.errors import ConfigError, TrainingError
 
 
 def check_jobs(jobs: int) -> None:

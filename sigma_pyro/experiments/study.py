@@ -18,10 +18,10 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from sigma_pyro.config import load_config, nest_overrides
-from sigma_pyro.errors import ConfigError
+from sigma_pyro.errors import ConfigError, TrainingError
 from sigma_pyro.experiments.metrics import METRICS
 from sigma_pyro.experiments.tuning_report import FINISHED, REPORT, write_reports
-from sigma_pyro.inference.training import EpochRecord, TrainingError
+from sigma_pyro.inference.training import EpochRecord
 
 SAMPLERS = ("tpe", "random", "grid")
 # Early epochs rank trials poorly while the KL ramp and the interest weight still move: no

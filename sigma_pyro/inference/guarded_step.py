@@ -9,6 +9,8 @@ import pyro
 import torch
 from pyro.infer.util import zero_grads
 
+from sigma_pyro.errors import TrainingError
+from sigma_pyro.inference.objective import first_non_finite_site
 from sigma_pyro.runtime.distributed import World, all_sum
 
 
@@ -50,3 +52,21 @@ def guarded_step(
             optimizer(params)
     zero_grads(params)
     return total, bad
+
+
+def refuse_bad_step(module, batch, beta: float, lam: float, loss: float, bad, where: str) -> None:
+    """The TrainingError for a step :func:`guarded_step` refused, naming the site of a
+    non-finite loss (re-run on the global ``batch``) or the parameters of a non-finite
+    gradient; nothing when the step was applied."""
+    if not math.isfinite(loss):
+        site = first_non_finite_site(module, batch, beta, lam)
+        raise TrainingError(
+            f"non-finite ELBO at {where}{f' ({site})' if site else ''}; "
+            "the last good checkpoint is kept"
+        )
+    if bad:
+        raise TrainingError(
+            f"non-finite gradient at {where} in {len(bad)} parameters "
+            f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}"
+            "); not applied, the last good checkpoint is kept"
+        )

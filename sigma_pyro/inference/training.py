@@ -17,11 +17,11 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from sigma_pyro.config import Config, early_stop_cutoff
 from sigma_pyro.data.batching import TrainingBatches
 from sigma_pyro.data.dataset import LeaveOneOutSplit
-from sigma_pyro.errors import SigmaPyroError
+from sigma_pyro.errors import TrainingError
 from sigma_pyro.evaluation.evaluate import evaluate_module
 from sigma_pyro.inference.elbo_loss import ElboLoss, data_parallel
-from sigma_pyro.inference.guarded_step import guarded_step
-from sigma_pyro.inference.objective import elbo_terms, first_non_finite_site
+from sigma_pyro.inference.guarded_step import guarded_step, refuse_bad_step
+from sigma_pyro.inference.objective import elbo_terms
 from sigma_pyro.inference.precision import autocast_program
 from sigma_pyro.inference.schedules import interest_scale, kl_scale, rank_seed
 from sigma_pyro.inference.training_state import (
@@ -34,10 +34,6 @@ from sigma_pyro.runtime.checkpoint import STATE_FILE
 from sigma_pyro.runtime.distributed import World
 from sigma_pyro.runtime.progress import progress_bar
 from sigma_pyro.runtime.resources import peak_rss_mb
-
-
-class TrainingError(SigmaPyroError):
-    """Training cannot continue (for example a non-finite ELBO)."""
 
 
 @dataclass
@@ -174,17 +170,32 @@ class Trainer:
     def _epoch(
         self, loss, optimizer, batches: TrainingBatches, monitor, eval_config, progress: Progress
     ) -> EpochRecord:
-        """One pass over the training batches, then the monitoring terms and validation.
+        """One pass over the training batches, then the monitoring terms and validation."""
+        started = time.perf_counter()
+        lam = interest_scale(self.config, progress.epoch)
+        mean_loss = self._train_pass(loss, optimizer, batches, progress, lam)
+        self.module.eval()
+        beta = kl_scale(self.config, progress.step)
+        # Only rank 0 reports the terms, so only it pays for them.
+        terms = elbo_terms(self.module, monitor, beta, lam) if self.world.is_main else {}
+        valid, interest_valid = self._validate(eval_config)
+        progress.epoch += 1
+        seconds = time.perf_counter() - started
+        return EpochRecord(
+            progress.epoch, progress.step, mean_loss, terms, valid, beta, lam, seconds,
+            interest_valid, peak_rss_mb(),
+        )  # fmt: skip
+
+    def _train_pass(self, loss, optimizer, batches, progress: Progress, lam: float) -> float:
+        """The epoch's gradient steps; returns the mean annealed loss per real position.
 
         Every rank walks the same global batches (the shuffle is seeded by seed and epoch)
         and trains on its share of each, so the step count, the KL ramp and the interest
         weight are global; the loss reported is the global batch's.
         """
         cfg, module, world = self.config, self.module, self.world
-        started = time.perf_counter()
         module.train()
         batches.set_epoch(progress.epoch)
-        lam = interest_scale(cfg, progress.epoch)
         total_loss, total_tokens = 0.0, 0
         bar = progress_bar(
             batches,
@@ -194,67 +205,27 @@ class Trainer:
         )
         for batch in bar:
             shard = batch.shard(world.rank, world.size)
+            shard = None if shard is None else shard.to(self.device)
             beta = kl_scale(cfg, progress.step)
-            batch_loss, bad_gradients = guarded_step(
-                loss,
-                optimizer,
-                module,
-                None if shard is None else shard.to(self.device),
-                beta,
-                lam,
-                world,
-            )
+            batch_loss, bad = guarded_step(loss, optimizer, module, shard, beta, lam, world)
             where = f"epoch {progress.epoch + 1}, step {progress.step + 1}"
-            if not math.isfinite(batch_loss):
-                site = first_non_finite_site(module, batch.to(self.device), beta, lam)
-                raise TrainingError(
-                    f"non-finite ELBO at {where}{f' ({site})' if site else ''}; "
-                    "the last good checkpoint is kept"
-                )
-            if bad_gradients:
-                raise TrainingError(
-                    f"non-finite gradient at {where} in {len(bad_gradients)} parameters "
-                    f"({', '.join(bad_gradients[:3])}{', ...' if len(bad_gradients) > 3 else ''}"
-                    "); not applied, the last good checkpoint is kept"
-                )
+            refuse_bad_step(module, batch.to(self.device), beta, lam, batch_loss, bad, where)
             progress.step += 1
             total_loss += batch_loss
             total_tokens += batch.num_tokens
             bar.set_postfix(loss=f"{total_loss / total_tokens:.4f}")
-        module.eval()
-        beta = kl_scale(cfg, progress.step)
-        # Only rank 0 reports the terms, so only it pays for them.
-        terms = elbo_terms(module, monitor, beta, lam) if world.is_main else {}
-        split = self.split
-        valid = evaluate_module(
-            module, split.valid_history, split.valid_target, eval_config, self.device, world=world
-        )
-        interest_valid = (
-            {}
-            if module.interests is None
-            else evaluate_module(
-                module,
-                split.valid_history,
-                split.valid_target,
-                dataclasses.replace(eval_config, ks=[20], posterior_samples=0),
-                self.device,
-                head="interests",
-                world=world,
-            )
-        )
-        progress.epoch += 1
-        return EpochRecord(
-            progress.epoch,
-            progress.step,
-            total_loss / total_tokens,
-            terms,
-            valid,
-            beta,
-            lam,
-            time.perf_counter() - started,
-            interest_valid,
-            peak_rss_mb(),
-        )
+        return total_loss / total_tokens
+
+    def _validate(self, eval_config) -> tuple[dict, dict]:
+        """Validation metrics of the next-item head and, with interests, the interest head
+        alone; sharded over the ranks."""
+        module, split = self.module, self.split
+        data = (module, split.valid_history, split.valid_target)
+        valid = evaluate_module(*data, eval_config, self.device, world=self.world)
+        if module.interests is None:
+            return valid, {}
+        alone = dataclasses.replace(eval_config, ks=[20], posterior_samples=0)
+        return valid, evaluate_module(*data, alone, self.device, head="interests", world=self.world)
 
     def _restore(self, optimizer, progress: Progress) -> None:
         """Continue from ``state_dir/last.pt`` when there is one."""
