@@ -21,6 +21,7 @@ import sigma_pyro.experiments.tuning as tuning
 import sigma_pyro.experiments.tuning_report as tuning_report
 import sigma_pyro.inference.training as training
 from sigma_pyro.cli.main import main
+from sigma_pyro.config import load_config
 from sigma_pyro.errors import ConfigError, TrainingError
 from sigma_pyro.experiments.compare import METRICS
 from sigma_pyro.experiments.search_space import describe, load_space
@@ -172,6 +173,31 @@ def test_rerunning_resumes_the_study_and_more_trials_run_only_the_difference(
     assert len(pd.read_csv(out / "tuning.csv")) == 2
 
 
+def test_a_new_study_starts_with_the_preset_as_its_baseline(tmp_path, monkeypatch):
+    trained = fake_training(monkeypatch)
+    preset = load_config(None).model  # what these studies tune without --preset
+    inside = write(
+        tmp_path / "inside.yaml",
+        f"num_interests: {{type: categorical, choices: [2, {preset.num_interests}]}}\n"
+        "hidden_dropout: {type: float, low: 0.1, high: 0.5}\n",
+    )
+    out = tmp_path / "study"
+    tune(out, inside, 3, sampler="random")
+    first = stored_trials(out)[0]
+    assert first.params == {
+        "num_interests": preset.num_interests,
+        "hidden_dropout": preset.hidden_dropout,
+    }
+    assert trained[0].model.num_interests == preset.num_interests
+    assert "| 0 | complete, the preset |" in (out / "tuning.md").read_text()
+    tune(out, inside, 4, sampler="random")  # a resumed study gets no second baseline
+    assert [t.user_attrs.get("baseline") for t in stored_trials(out)].count("preset") == 1
+
+    outside = write(tmp_path / "outside.yaml", "num_interests: {type: int, low: 9, high: 12}\n")
+    tune(tmp_path / "other", outside, 2, sampler="random")
+    assert all("baseline" not in t.user_attrs for t in stored_trials(tmp_path / "other"))
+
+
 def test_a_trial_left_running_by_a_dead_process_is_retried(tmp_path, space, monkeypatch):
     monkeypatch.setattr(tuning_study, "HEARTBEAT_SECONDS", 1)
     monkeypatch.setattr(tuning_study, "GRACE_SECONDS", 1)
@@ -224,7 +250,7 @@ def test_a_pruned_trial_counts_as_finished_and_is_listed(tmp_path, space, monkey
     row = table.iloc[0]
     assert row["state"] == "pruned" and row["epochs"] == 1 and row["best_epoch"] == 1
     assert 0 < row["valid_ndcg@10"] < 1
-    assert "| 0 | pruned |" in (out / "tuning.md").read_text()
+    assert "| 0 | pruned, the preset |" in (out / "tuning.md").read_text()
     assert len(tune(out, space, 1)) == 1
 
 

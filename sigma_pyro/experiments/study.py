@@ -17,7 +17,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, IntD
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from sigma_pyro.config import load_config, nest_overrides
+from sigma_pyro.config import field_types, load_config, nest_overrides
 from sigma_pyro.errors import ConfigError, TrainingError
 from sigma_pyro.experiments.metrics import METRICS
 from sigma_pyro.experiments.tuning_report import FINISHED, REPORT, write_reports
@@ -123,6 +123,33 @@ def check_criterion(study: optuna.Study, plan: TuningPlan) -> None:
             f"--early-stop-metric {plan.criterion}: study {plan.study_name} in {plan.storage} "
             f"ranks by {recorded}; give that or another --study-name"
         )
+
+
+def enqueue_preset(study: optuna.Study, plan: TuningPlan, log: Callable[[str], None]) -> None:
+    """A new study's first trial is the preset itself, with the fixed overrides, when every
+    tuned setting's preset value lies in the space: the baseline the other trials are read
+    against, trained under the same protocol and seed. (The grid sampler only runs its
+    grid, so it gets none.)"""
+    if study.get_trials(deepcopy=False) or plan.sampler == "grid":
+        return
+    config = load_config(plan.preset, nest_overrides(plan.overrides))
+    sections = field_types()
+    params = {name: getattr(getattr(config, sections[name][0]), name) for name in plan.space}
+    if not all(_contains(plan.space[name], value) for name, value in params.items()):
+        log(f"study {plan.study_name}: the preset lies outside the space; no baseline trial")
+        return
+    study.enqueue_trial(params, user_attrs={"baseline": "preset"})
+    log(f"study {plan.study_name}: trial 0 is the preset itself, the baseline")
+
+
+def _contains(distribution: BaseDistribution, value) -> bool:
+    if isinstance(distribution, CategoricalDistribution):
+        return value in distribution.choices
+    if not distribution.low <= value <= distribution.high:
+        return False
+    step = getattr(distribution, "step", None)
+    steps = 0.0 if step is None else (value - distribution.low) / step
+    return math.isclose(steps, round(steps), abs_tol=1e-9)
 
 
 def suggest(trial: optuna.Trial, name: str, distribution: BaseDistribution):

@@ -35,6 +35,7 @@ from sigma_pyro.experiments.study import (
     PRUNERS,
     TuningPlan,
     check_criterion,
+    enqueue_preset,
     make_sampler,
     open_study,
     optimize,
@@ -101,6 +102,7 @@ def run_tuning(
     study = open_study(plan, create=True)
     check_criterion(study, plan)
     log = log or _stderr
+    enqueue_preset(study, plan, log)
     try:
         workers = workers_needed(study, plan, jobs)
         existing = len(study.get_trials(deepcopy=False))

@@ -39,6 +39,7 @@ COLUMNS_AFTER_PARAMS = (
     "wall_seconds",
     "criterion",
     "retry_of",
+    "baseline",
     "error",
     "code",
     "command",
@@ -65,6 +66,7 @@ def _trial_row(trial: FrozenTrial, names: list[str]) -> dict:
         "wall_seconds": result.get("wall_seconds"),
         "criterion": trial.user_attrs.get("criterion"),
         "retry_of": trial.system_attrs.get("failed_trial"),
+        "baseline": trial.user_attrs.get("baseline"),
         "error": trial.user_attrs.get("error"),
         "code": trial.user_attrs.get("code"),
         "command": trial.user_attrs.get("command"),
@@ -117,8 +119,9 @@ def settings(row: dict) -> str:
 
 
 def _state(row: dict) -> str:
-    retry = row.get("retry_of")
-    return row["state"] if pd.isna(retry) else f"{row['state']} (retry of {int(retry)})"
+    retry, baseline = row.get("retry_of"), row.get("baseline")
+    state = row["state"] if pd.isna(retry) else f"{row['state']} (retry of {int(retry)})"
+    return state if pd.isna(baseline) else f"{state}, the {baseline}"
 
 
 def _count(value) -> str | int:
