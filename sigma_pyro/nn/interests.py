@@ -67,10 +67,17 @@ class InterestExtractor(nn.Module):
         prototypes = torch.empty(num_interests, hidden_size)
         # Orthogonal initialisation starts at the penalty's minimum.
         nn.init.orthogonal_(prototypes)
-        self.raw_prototypes = nn.Parameter(prototypes, requires_grad=trainable_prototypes)
-        self.log_temperature = nn.Parameter(
-            torch.tensor(math.log(temperature)), requires_grad=learn_temperature
-        )
+        # Fixed ones are buffers, not frozen parameters: pyro.module warns on every step about
+        # a parameter that does not require grad. Both save under the same state_dict key.
+        log_temperature = torch.tensor(math.log(temperature))
+        for name, value, learned in (
+            ("raw_prototypes", prototypes, trainable_prototypes),
+            ("log_temperature", log_temperature, learn_temperature),
+        ):
+            if learned:
+                self.register_parameter(name, nn.Parameter(value))
+            else:
+                self.register_buffer(name, value)
         self.to_latent = nn.Linear(hidden_size, hidden_size)
         self.log_variance = nn.Sequential(
             nn.Linear(2 * hidden_size, hidden_size), nn.Tanh(), nn.Linear(hidden_size, hidden_size)
