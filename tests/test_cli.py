@@ -329,3 +329,16 @@ def test_diverging_training_is_a_one_line_error(tmp_path, capsys):
     except ValueError as err:  # what happens today
         pytest.fail(f"uncaught {type(err).__name__}: {str(err).splitlines()[0]}")
     assert_user_error(code, capsys.readouterr().err, "non-finite")
+
+
+def test_help_and_the_package_import_do_not_load_torch():
+    # `sigma-pyro --help` answers in a fraction of a second only while torch stays unloaded.
+    code = (
+        "import sys, sigma_pyro\n"
+        "from sigma_pyro.cli.main import build_parser\n"
+        "build_parser().format_help()\n"
+        "print(sorted(m for m in ('torch', 'pyro', 'pandas') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

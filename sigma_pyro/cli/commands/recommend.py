@@ -8,7 +8,6 @@ from pathlib import Path
 
 from sigma_pyro.cli.commands.common import add_config_flags, load_model, log, log_unknown_items
 from sigma_pyro.errors import DataError, SigmaPyroError
-from sigma_pyro.evaluation.export import table_format
 
 
 def register(sub) -> None:
@@ -127,6 +126,8 @@ def write_table(args) -> int:
             "recommend: --user, --history and --explain print JSON; they do not combine "
             "with --all-users or --users"
         )
+    from sigma_pyro.evaluation.export import table_format  # pandas and torch: not for --help
+
     table_format(args.out)
     users = None if args.all_users else read_user_ids(args.users)
     rec = load_model(args)
