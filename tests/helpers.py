@@ -97,3 +97,22 @@ TINY = {
     "epochs": 1,
     "progress": False,
 }
+
+
+# The same small synthetic run as command-line flags, for sigma-pyro train.
+TINY_FLAGS = [
+    "--synthetic-users",
+    "150",
+    "--synthetic-items",
+    "60",
+    "--synthetic-categories",
+    "4",
+    "--hidden-size",
+    "16",
+    "--num-heads",
+    "2",
+    "--max-seq-length",
+    "10",
+    "--batch-size",
+    "64",
+]

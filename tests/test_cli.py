@@ -14,26 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import run_main
+from helpers import TINY_FLAGS, run_main
 from sigma_pyro.cli.main import main
 
-TINY = [
-    "--synthetic-users",
-    "150",
-    "--synthetic-items",
-    "60",
-    "--synthetic-categories",
-    "4",
-    "--hidden-size",
-    "16",
-    "--num-heads",
-    "2",
-    "--max-seq-length",
-    "10",
-    "--batch-size",
-    "64",
-    "--no-progress",
-]
+TINY = [*TINY_FLAGS, "--no-progress"]
 REPO = Path(__file__).resolve().parents[1]
 
 

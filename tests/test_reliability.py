@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import TINY_FLAGS
 from sigma_pyro.api import SigmaRecommender
 from sigma_pyro.cli.main import main
 from sigma_pyro.config import load_config
@@ -23,23 +24,7 @@ from sigma_pyro.nn.module import SigmaModule
 from sigma_pyro.runtime.checkpoint import FORMAT_VERSION, atomic_torch_save, safe_torch_load
 from sigma_pyro.runtime.resources import MEMORY_LIMIT_ENV, estimate_training_memory
 
-TINY = [
-    "--synthetic-users",
-    "150",
-    "--synthetic-items",
-    "60",
-    "--synthetic-categories",
-    "4",
-    "--hidden-size",
-    "16",
-    "--num-heads",
-    "2",
-    "--max-seq-length",
-    "10",
-    "--batch-size",
-    "64",
-    "--no-progress",
-]
+TINY = [*TINY_FLAGS, "--no-progress"]
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -16,28 +16,13 @@ import pandas as pd
 import pytest
 from matplotlib.image import imread
 
-from helpers import run_main
+from helpers import TINY_FLAGS, run_main
 from sigma_pyro.api import SigmaRecommender
 from sigma_pyro.inference.training import EpochRecord
 from sigma_pyro.runtime.progress import progress_bar
 from sigma_pyro.runtime.run_log import HISTORY_FILE, TrainingHistory, tensorboard_available
 
-TINY = [
-    "--synthetic-users",
-    "150",
-    "--synthetic-items",
-    "60",
-    "--synthetic-categories",
-    "4",
-    "--hidden-size",
-    "16",
-    "--num-heads",
-    "2",
-    "--max-seq-length",
-    "10",
-    "--batch-size",
-    "64",
-]
+TINY = TINY_FLAGS
 REPO = Path(__file__).resolve().parents[1]
 TERMS = {"loss", "nll", "kl_z", "interest_nll", "orthogonality", "balance", "sharpness"}
 
