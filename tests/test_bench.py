@@ -41,25 +41,9 @@ def test_bench_writes_its_report(tmp_path, capsys):
     ]
     data = tmp_path / "data.txt"
     data.write_text("\n".join(lines) + "\n")
-    code = main(
-        [
-            "bench",
-            "--data",
-            str(data),
-            "--preset",
-            "synthetic",
-            "--hidden-size",
-            "16",
-            "--num-heads",
-            "2",
-            "--batch-size",
-            "32",
-            "--bench-epochs",
-            "1",
-            "--out",
-            str(tmp_path / "out"),
-        ]
-    )
+    bench = ["bench", "--data", str(data), "--preset", "synthetic", "--hidden-size", "16",
+             "--num-heads", "2", "--batch-size", "32", "--bench-epochs", "1"]  # fmt: skip
+    code = main([*bench, "--out", str(tmp_path / "out")])
     assert code == 0
     report = json.loads((tmp_path / "out" / "bench.json").read_text())
     for key in (
@@ -78,26 +62,7 @@ def test_bench_writes_its_report(tmp_path, capsys):
     assert sorted(phases.values()) == list(phases.values())  # a peak never falls
     assert phases["evaluation"] <= report["peak_rss_mb"]
 
-    code = main(
-        [
-            "bench",
-            "--data",
-            str(data),
-            "--preset",
-            "synthetic",
-            "--hidden-size",
-            "16",
-            "--num-heads",
-            "2",
-            "--batch-size",
-            "32",
-            "--bench-epochs",
-            "1",
-            "--mixed-precision",
-            "--out",
-            str(tmp_path / "amp"),
-        ]
-    )
+    code = main([*bench, "--mixed-precision", "--out", str(tmp_path / "amp")])
     assert code == 0
     report = json.loads((tmp_path / "amp" / "bench.json").read_text())
     assert report["mixed_precision"] is True
