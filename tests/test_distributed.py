@@ -221,3 +221,17 @@ def test_other_commands_refuse_to_run_under_torchrun(tmp_path):
     assert result.stderr.strip() == (
         "sigma-pyro: error: rank 0: evaluate runs in one process; only train runs under torchrun"
     )
+
+
+def test_a_rank_with_nothing_in_a_batch_still_takes_the_same_step(tmp_path):
+    # Batches of one sequence leave rank 1 empty every step: its zero loss must still join
+    # DDP's all-reduce, and the run must equal one process.
+    tiny = ["--synthetic-users", "60", "--synthetic-items", "40", "--epochs", "1",
+            "--batch-size", "1", "--prior", "deterministic"]  # fmt: skip
+    two = run(torchrun(2, *tiny, "--out", str(tmp_path / "two")))
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = run(one_process(*tiny, "--out", str(tmp_path / "one")))
+    assert one.returncode == 0, one.stderr[-3000:]
+    a, b = history(tmp_path / "two"), history(tmp_path / "one")
+    assert a["step"].tolist() == b["step"].tolist() == [60]
+    assert a["loss"].to_numpy() == pytest.approx(b["loss"].to_numpy(), rel=1e-5)
