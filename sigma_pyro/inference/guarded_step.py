@@ -54,12 +54,14 @@ def guarded_step(
     return total, bad
 
 
-def refuse_bad_step(module, batch, beta: float, lam: float, loss: float, bad, where: str) -> None:
+def refuse_bad_step(
+    module, batch, device, beta: float, lam: float, loss: float, bad, where: str
+) -> None:
     """The TrainingError for a step :func:`guarded_step` refused, naming the site of a
-    non-finite loss (re-run on the global ``batch``) or the parameters of a non-finite
-    gradient; nothing when the step was applied."""
+    non-finite loss (re-run on the global ``batch``, moved to ``device`` only then) or the
+    parameters of a non-finite gradient; nothing when the step was applied."""
     if not math.isfinite(loss):
-        site = first_non_finite_site(module, batch, beta, lam)
+        site = first_non_finite_site(module, batch.to(device), beta, lam)
         raise TrainingError(
             f"non-finite ELBO at {where}{f' ({site})' if site else ''}; "
             "the last good checkpoint is kept"

@@ -209,7 +209,7 @@ class Trainer:
             beta = kl_scale(cfg, progress.step)
             batch_loss, bad = guarded_step(loss, optimizer, module, shard, beta, lam, world)
             where = f"epoch {progress.epoch + 1}, step {progress.step + 1}"
-            refuse_bad_step(module, batch.to(self.device), beta, lam, batch_loss, bad, where)
+            refuse_bad_step(module, batch, self.device, beta, lam, batch_loss, bad, where)
             progress.step += 1
             total_loss += batch_loss
             total_tokens += batch.num_tokens
