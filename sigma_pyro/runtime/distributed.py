@@ -157,17 +157,3 @@ def all_gather(obj, world: World) -> list:
     gathered: list = [None] * world.size
     dist.all_gather_object(gathered, obj)
     return gathered
-
-
-def broadcast(obj, world: World):
-    """Rank 0's ``obj`` on every rank."""
-    if not world.distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def barrier(world: World) -> None:
-    if world.distributed:
-        dist.barrier()
