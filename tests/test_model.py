@@ -482,3 +482,27 @@ def test_decoder_reads_z_without_dropout_unless_asked():
     assert not torch.allclose(first, second)
     module = SigmaModule(20, ModelConfig(hidden_size=16, num_heads=2, hidden_dropout=0.4))
     assert module.encoder.dropout.p == 0.4 and module.decoder.dropout.p == 0.0
+
+
+def test_a_learned_interest_temperature_trains_and_a_fixed_one_is_not_saved():
+    fixed = make_module("sigma", interest_temperature=0.1)
+    assert "interest_log_temperature" not in fixed.state_dict()
+    assert float(fixed.interest_temperature) == pytest.approx(0.1)
+
+    learned = make_module("sigma", interest_temperature=0.1, learn_interest_temperature=True)
+    learned.train()
+    batch = make_batch(seed=6, users=16)
+    pyro.clear_param_store()
+    svi = SVI(
+        learned.model,
+        learned.guide,
+        pyro.optim.ClippedAdam({"lr": 0.05, "clip_norm": 10.0}),
+        Trace_ELBO(),
+    )
+    for _ in range(20):
+        svi.step(batch, KL_SCALE, 1.0)
+    moved = learned.interest_temperature.item()
+    assert abs(moved - 0.1) > 0.01, moved
+    restored = make_module("sigma", interest_temperature=0.1, learn_interest_temperature=True)
+    restored.load_state_dict(learned.state_dict())
+    assert restored.interest_temperature.item() == moved

@@ -46,7 +46,10 @@ class ModelConfig:
     num_interests: int = 4
     assignment_temperature: float = 0.1  # initial temperature of the cosine assignments
     learn_assignment_temperature: bool = True
-    interest_temperature: float = 0.1
+    interest_temperature: float = 0.1  # initial temperature of the interest head's softmax
+    # Learned, the head can make its softmax as peaked as the data allow: cosine / 0.1 puts
+    # every logit within +-10, which kept its NLL near ln(num_items) on Office while it ranked.
+    learn_interest_temperature: bool = False
     interest_embedding: str = "separate"  # item vectors of the MIE part: separate|projected|shared
     interest_decay: float = 1.0  # weight decay^s of the item s positions back (1: mean)
     interest_positions: str = "all"  # interest head scores every real position, or "last"

@@ -72,4 +72,5 @@ def interest_summary(
         "items_per_prototype_min_share": float(sizes.min()) / module.num_items,
         "intensity_entropy_mean": float(torch.cat(entropies).mean()),
         "assignment_temperature": float(module.interests.temperature),
+        "interest_temperature": float(module.interest_temperature),
     }

@@ -24,6 +24,8 @@ from sigma_pyro.nn.transformer import CausalTransformer
 
 _MIN_SCALE = 1e-4
 _INITIAL_SCALE_BIAS = -3.0  # softplus(-3) ~ 0.05
+# Floor of a learned interest-head temperature: logits within +-100 of each other.
+MIN_INTEREST_TEMPERATURE = 0.01
 
 
 class SigmaModule(nn.Module):
@@ -83,6 +85,14 @@ class SigmaModule(nn.Module):
             if self.prior.requires_interests
             else None
         )
+        if self.interests is not None:
+            log_temperature = torch.tensor(math.log(config.interest_temperature))
+            if config.learn_interest_temperature:
+                self.interest_log_temperature = nn.Parameter(log_temperature)
+            else:
+                # Not persistent: a fixed temperature is the config's, and checkpoints written
+                # before it could be learned load unchanged.
+                self.register_buffer("interest_log_temperature", log_temperature, persistent=False)
         if self.interests is not None and config.interest_embedding != "shared":
             # The interest head's cosine geometry pulls item vectors into clusters, which
             # fights the main head's dot-product geometry when both use one table.
@@ -210,7 +220,11 @@ class SigmaModule(nn.Module):
         cosine = self.interest_cosine(interest_vectors, ids)
         # max() back-propagates through the winning interest only; amax() would split
         # gradients over ties and costs several times more.
-        return cosine.max(dim=-2).values / self.config.interest_temperature
+        return cosine.max(dim=-2).values / self.interest_temperature
+
+    @property
+    def interest_temperature(self) -> torch.Tensor:
+        return self.interest_log_temperature.exp().clamp_min(MIN_INTEREST_TEMPERATURE)
 
     def interest_cosine(self, interest_vectors: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Cosine similarities [..., K, N] of K interest vectors [..., K, D] to the items
