@@ -57,6 +57,19 @@ def trained(tmp_path_factory) -> dict:
 # -- train ------------------------------------------------------------------------------------
 
 
+def test_an_annealed_assignment_temperature_is_saved_with_the_weights(tmp_path):
+    code, _, stderr = run_main(
+        ["train", *TINY, "--epochs", "3", "--patience", "5", "--no-learn-assignment-temperature",
+         "--assignment-temperature-start", "1.0", "--assignment-temperature", "0.1",
+         "--assignment-anneal-epochs", "4", "--out", tmp_path],
+    )  # fmt: skip
+    assert code == 0, stderr
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    # The best epoch's weights trained at the temperature of that epoch: 0.1 ** ((e - 1) / 4).
+    expected = 0.1 ** ((metrics["best_epoch"] - 1) / 4)
+    assert metrics["interests"]["assignment_temperature"] == pytest.approx(expected, rel=1e-5)
+
+
 def test_train_writes_the_model_folder(trained):
     out = trained["out"]
     for name in ("model.pt", "model.json", "last.pt", "metrics.json"):

@@ -164,6 +164,9 @@ def raises_naming(overrides: dict, *needles: str, preset: str | None = None) -> 
         ({"eval": {"ks": [0, 5]}}, "--ks"),
         ({"data": {"format": "xml"}}, "--format"),
         ({"data": {"synthetic_items": 0}}, "--synthetic-items"),
+        ({"model": {"assignment_anneal_epochs": 5}}, "--no-learn-assignment-temperature"),
+        ({"model": {"assignment_anneal_epochs": -1}}, "--assignment-anneal-epochs"),
+        ({"model": {"assignment_temperature_start": 0.0}}, "--assignment-temperature-start"),
     ],
 )
 def test_impossible_values_name_the_flag(overrides, flag):

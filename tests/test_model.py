@@ -506,3 +506,19 @@ def test_a_learned_interest_temperature_trains_and_a_fixed_one_is_not_saved():
     restored = make_module("sigma", interest_temperature=0.1, learn_interest_temperature=True)
     restored.load_state_dict(learned.state_dict())
     assert restored.interest_temperature.item() == moved
+
+
+def test_assignment_temperature_anneals_geometrically_then_holds():
+    from sigma_pyro.config import Config
+    from sigma_pyro.inference.schedules import assignment_temperature
+
+    config = Config()
+    m = config.model
+    m.assignment_temperature, m.assignment_temperature_start = 0.1, 1.0
+    assert assignment_temperature(config, 0) == pytest.approx(0.1)  # no annealing
+    m.assignment_anneal_epochs = 10
+    taus = [assignment_temperature(config, epoch) for epoch in range(15)]
+    assert taus[0] == pytest.approx(1.0)
+    assert taus[5] == pytest.approx(math.sqrt(0.1))
+    assert taus[10:] == pytest.approx([0.1] * 5)
+    assert all(a > b for a, b in zip(taus[:10], taus[1:11], strict=True))

@@ -28,6 +28,7 @@ def check_ranges(config: Config) -> None:
         "lr": t.lr,
         "assignment_temperature": m.assignment_temperature,
         "interest_temperature": m.interest_temperature,
+        "assignment_temperature_start": m.assignment_temperature_start,
         "synthetic_users": config.data.synthetic_users,
         "synthetic_items": config.data.synthetic_items,
         "synthetic_categories": config.data.synthetic_categories,
@@ -42,6 +43,7 @@ def check_ranges(config: Config) -> None:
             raise ConfigError(f"{flag(name)} must be positive, got {value}")
     non_negative = {
         "decoder_layers": m.decoder_layers,
+        "assignment_anneal_epochs": m.assignment_anneal_epochs,
         "interest_subsample": m.interest_subsample,
         "max_batch_tokens": t.max_batch_tokens,
         "kl_anneal_steps": t.kl_anneal_steps,
@@ -88,6 +90,11 @@ def check_choices(config: Config) -> None:
         )
     if m.interest_positions not in ("all", "last"):
         raise ConfigError(f"--interest-positions must be all or last, got {m.interest_positions!r}")
+    if m.assignment_anneal_epochs and m.learn_assignment_temperature:
+        # The schedule would overwrite what the optimiser learns at every epoch.
+        raise ConfigError(
+            f"{flag('assignment_anneal_epochs')} needs --no-learn-assignment-temperature"
+        )
     if m.likelihood not in ("full", "sampled"):
         raise ConfigError(f"--likelihood must be full or sampled, got {m.likelihood!r}")
     if m.likelihood == "sampled" and m.negatives < 1:

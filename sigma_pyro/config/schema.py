@@ -46,6 +46,10 @@ class ModelConfig:
     num_interests: int = 4
     assignment_temperature: float = 0.1  # initial temperature of the cosine assignments
     learn_assignment_temperature: bool = True
+    # Annealed instead of learned: from this temperature down to assignment_temperature,
+    # geometrically over assignment_anneal_epochs (0: no annealing).
+    assignment_temperature_start: float = 1.0
+    assignment_anneal_epochs: int = 0
     interest_temperature: float = 0.1  # initial temperature of the interest head's softmax
     # Learned, the head can make its softmax as peaked as the data allow: cosine / 0.1 puts
     # every logit within +-10, which kept its NLL near ln(num_items) on Office while it ranked.

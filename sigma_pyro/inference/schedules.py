@@ -1,7 +1,9 @@
-"""What changes as training goes on: the KL weight by step, the interest weight by epoch,
-and each rank's seed."""
+"""What changes as training goes on: the KL weight by step, the interest weight and the
+assignment temperature by epoch, and each rank's seed."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -35,3 +37,17 @@ def interest_scale(config: Config, epoch: int) -> float:
     linearly to a floor (max(1, 200 - epoch) * 1e-3 with the default settings)."""
     t = config.train
     return max(t.interest_weight_end, t.interest_weight_start - t.interest_weight_decay * epoch)
+
+
+def assignment_temperature(config: Config, epoch: int) -> float:
+    """The annealed temperature of the MIE assignments at ``epoch`` (0-based): geometric
+    from ``assignment_temperature_start`` to ``assignment_temperature`` over
+    ``assignment_anneal_epochs``, then held. Soft assignments first let the prototypes find
+    the categories before sharp ones commit items to them (started sharp, the prototypes
+    lock onto whatever the random initial embeddings separate: docs/interests.md)."""
+    m = config.model
+    if m.assignment_anneal_epochs == 0:
+        return m.assignment_temperature
+    done = min(1.0, epoch / m.assignment_anneal_epochs)
+    start, end = math.log(m.assignment_temperature_start), math.log(m.assignment_temperature)
+    return math.exp(start + done * (end - start))

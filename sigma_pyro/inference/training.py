@@ -23,7 +23,12 @@ from sigma_pyro.inference.elbo_loss import ElboLoss, data_parallel
 from sigma_pyro.inference.guarded_step import guarded_step, refuse_bad_step
 from sigma_pyro.inference.objective import elbo_terms
 from sigma_pyro.inference.precision import autocast_program
-from sigma_pyro.inference.schedules import interest_scale, kl_scale, rank_seed
+from sigma_pyro.inference.schedules import (
+    assignment_temperature,
+    interest_scale,
+    kl_scale,
+    rank_seed,
+)
 from sigma_pyro.inference.training_state import (
     Progress,
     read_state,
@@ -173,6 +178,9 @@ class Trainer:
         """One pass over the training batches, then the monitoring terms and validation."""
         started = time.perf_counter()
         lam = interest_scale(self.config, progress.epoch)
+        if self.config.model.assignment_anneal_epochs and self.module.interests is not None:
+            tau = assignment_temperature(self.config, progress.epoch)
+            self.module.interests.anneal_temperature(tau)
         mean_loss = self._train_pass(loss, optimizer, batches, progress, lam)
         self.module.eval()
         beta = kl_scale(self.config, progress.step)

@@ -91,6 +91,14 @@ class InterestExtractor(nn.Module):
     def temperature(self) -> torch.Tensor:
         return self.log_temperature.exp().clamp_min(_MIN_TEMPERATURE)
 
+    @torch.no_grad()
+    def anneal_temperature(self, value: float) -> None:
+        """Set a fixed (buffer) temperature to its annealing schedule's value. It is saved
+        with the weights, so that a checkpoint is scored with the temperature it trained at."""
+        if isinstance(self.log_temperature, nn.Parameter):
+            raise ValueError("a learned assignment temperature cannot be annealed")
+        self.log_temperature.fill_(math.log(value))
+
     def orthogonality_penalty(self) -> torch.Tensor:
         """||C C^T - I||_F^2 / K^2 on the unit-norm prototypes."""
         c = self.prototypes.float()
