@@ -88,6 +88,7 @@ def test_train_writes_the_model_folder(trained):
     interests = metrics["interests"]  # the default prior is sigma, K = 8 in the preset
     assert interests["chance_nll"] == pytest.approx(math.log(60))
     assert interests["nll_per_sequence"] > 0
+    assert 0 < interests["main_nll_per_sequence"] < 2 * math.log(60)
     assert set(interests["valid"]) == {"ndcg@20", "recall@20"}
     assert 1 / 8 <= interests["median_max_assignment"] <= 1
     assert 0 <= interests["items_per_prototype_min_share"] <= 1 / 8

@@ -522,3 +522,18 @@ def test_assignment_temperature_anneals_geometrically_then_holds():
     assert taus[5] == pytest.approx(math.sqrt(0.1))
     assert taus[10:] == pytest.approx([0.1] * 5)
     assert all(a > b for a, b in zip(taus[:10], taus[1:11], strict=True))
+
+
+def test_main_head_nll_sums_the_normaliser_over_item_chunks():
+    from helpers import make_sequences
+    from sigma_pyro.config import EvalConfig
+    from sigma_pyro.evaluation.interest_head import main_head_nll
+    from sigma_pyro.evaluation.predict import last_position_representation
+
+    module = make_module("normal").eval()
+    histories = make_sequences(seed=3, users=6)
+    target = torch.tensor([0, 5, 24, 3, 3, 17])
+    chunked = main_head_nll(module, histories, target, EvalConfig(item_chunk_size=7), "cpu")
+    logits = module.item_logits(last_position_representation(module, histories, "cpu"))
+    exact = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+    assert torch.allclose(chunked, exact, atol=1e-5)
