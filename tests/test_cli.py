@@ -59,7 +59,7 @@ def trained(tmp_path_factory) -> dict:
 
 def test_an_annealed_assignment_temperature_is_saved_with_the_weights(tmp_path):
     code, _, stderr = run_main(
-        ["train", *TINY, "--epochs", "3", "--patience", "5", "--no-learn-assignment-temperature",
+        ["train", *TINY, "--epochs", "3", "--patience", "5",
          "--assignment-temperature-start", "1.0", "--assignment-temperature", "0.1",
          "--assignment-anneal-epochs", "4", "--out", tmp_path],
     )  # fmt: skip

@@ -164,7 +164,7 @@ def raises_naming(overrides: dict, *needles: str, preset: str | None = None) -> 
         ({"eval": {"ks": [0, 5]}}, "--ks"),
         ({"data": {"format": "xml"}}, "--format"),
         ({"data": {"synthetic_items": 0}}, "--synthetic-items"),
-        ({"model": {"assignment_anneal_epochs": 5}}, "--no-learn-assignment-temperature"),
+        ({"model": {"learn_assignment_temperature": True}}, "--assignment-anneal-epochs 0"),
         ({"model": {"assignment_anneal_epochs": -1}}, "--assignment-anneal-epochs"),
         ({"model": {"assignment_temperature_start": 0.0}}, "--assignment-temperature-start"),
     ],

@@ -515,6 +515,7 @@ def test_assignment_temperature_anneals_geometrically_then_holds():
     config = Config()
     m = config.model
     m.assignment_temperature, m.assignment_temperature_start = 0.1, 1.0
+    m.assignment_anneal_epochs = 0
     assert assignment_temperature(config, 0) == pytest.approx(0.1)  # no annealing
     m.assignment_anneal_epochs = 10
     taus = [assignment_temperature(config, epoch) for epoch in range(15)]

@@ -93,7 +93,9 @@ def check_choices(config: Config) -> None:
     if m.assignment_anneal_epochs and m.learn_assignment_temperature:
         # The schedule would overwrite what the optimiser learns at every epoch.
         raise ConfigError(
-            f"{flag('assignment_anneal_epochs')} needs --no-learn-assignment-temperature"
+            "--learn-assignment-temperature needs --assignment-anneal-epochs 0: the "
+            f"annealing schedule ({flag('assignment_anneal_epochs')} "
+            f"{m.assignment_anneal_epochs}) would overwrite the learned temperature"
         )
     if m.likelihood not in ("full", "sampled"):
         raise ConfigError(f"--likelihood must be full or sampled, got {m.likelihood!r}")
