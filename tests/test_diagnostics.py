@@ -159,12 +159,12 @@ def test_psis_flags_a_planted_bad_guide(diagnosed, model_dir, tmp_path):
 def test_seed_models_become_chains(model_dir, tmp_path):
     # The same weights twice: two chains that must agree.
     result = diagnose(
-        model_dir, tmp_path, num_users=10, num_samples=25, seed=1, extra_models=[model_dir]
+        model_dir, tmp_path, num_users=10, num_samples=100, seed=1, extra_models=[model_dir]
     )
     assert result.inference_data.posterior.sizes["chain"] == 2
     assert result.inference_data.user_diagnostics["khat"].shape == (2, 10)
     runs = az.from_netcdf(result.files["runs.nc"])
-    assert runs.posterior["heldout_loglik"].shape == (2, 25)
+    assert runs.posterior["heldout_loglik"].shape == (2, 100)
     table = result.runs_table
     assert {"heldout_loglik", "effective_components"} <= set(table.index)
     assert (table["r_hat"] < 1.1).all(), table
