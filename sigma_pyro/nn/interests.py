@@ -38,7 +38,8 @@ class InterestExtractor(nn.Module):
     The assignment is a softmax of cosine similarities over a temperature. Cosine, not dot
     products: item embeddings start with norms near 0.2, so dot products with unit
     prototypes are all near zero and every assignment starts (and stays) uniform. The
-    temperature is learned (in log space, floored) unless ``learn_temperature`` is off.
+    temperature is either learned (in log space, floored) or a buffer that training anneals
+    (``anneal_temperature``, the default schedule).
 
     Each interest's mean is mapped affinely into z's space for its mixture component: the
     MIE part's item vectors and the encoder's z are different spaces, and without the map
@@ -59,7 +60,7 @@ class InterestExtractor(nn.Module):
         num_interests: int,
         temperature: float = 0.1,
         trainable_prototypes: bool = True,
-        learn_temperature: bool = True,
+        learn_temperature: bool = False,
         decay: float = 1.0,
     ):
         super().__init__()
