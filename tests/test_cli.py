@@ -291,6 +291,26 @@ def test_model_folder_with_a_corrupt_checkpoint(trained, tmp_path, capsys):
     assert_user_error(code, capsys.readouterr().err, "model.pt")
 
 
+def test_a_model_saved_before_the_annealing_existed_loads_as_trained(tmp_path):
+    learned = tmp_path / "learned"
+    code, _, stderr = run_main(
+        ["train", *TINY, "--epochs", "1", "--learn-assignment-temperature",
+         "--assignment-anneal-epochs", "0", "--out", learned],
+    )  # fmt: skip
+    assert code == 0, stderr
+    older = tmp_path / "older"
+    shutil.copytree(learned, older)
+    meta = json.loads((older / "model.json").read_text())
+    del meta["config"]["model"]["assignment_anneal_epochs"]
+    (older / "model.json").write_text(json.dumps(meta))
+    scores = []
+    for folder in (learned, older):
+        code, stdout, stderr = run_main(["evaluate", "--model", folder, "--split", "valid"])
+        assert code == 0, stderr
+        scores.append(json.loads(stdout))
+    assert scores[0] == scores[1]
+
+
 def test_history_of_unknown_items(trained, capsys):
     code = main(["recommend", "--model", str(trained["out"]), "--history", "nope1 nope2"])
     assert_user_error(code, capsys.readouterr().err, "known")

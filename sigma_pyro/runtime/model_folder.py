@@ -21,6 +21,11 @@ from sigma_pyro.runtime.checkpoint import (
     safe_torch_load,
 )
 
+# Settings added after models were first saved, with the value that trains and scores such a
+# model as it was: a model.json without the key predates the setting, and today's default
+# would change (or refuse) it. Learned assignment temperatures predate the annealing.
+BEFORE_THE_SETTING_EXISTED = {("model", "assignment_anneal_epochs"): 0}
+
 
 @dataclass
 class SavedModel:
@@ -64,7 +69,11 @@ def load_model(model_dir: str | Path, data_overrides: dict) -> SavedModel:
             f"{meta.get('format_version')!r}, expected {FORMAT_VERSION}"
         )
     try:
-        config = Config.from_dict(meta["config"], str(model_dir / META_FILE))
+        saved = meta["config"]
+        for (section, name), value in BEFORE_THE_SETTING_EXISTED.items():
+            if isinstance(saved.get(section), dict):
+                saved[section].setdefault(name, value)
+        config = Config.from_dict(saved, str(model_dir / META_FILE))
         items = ItemVocabulary([str(i) for i in meta["items"]])
     except (KeyError, TypeError) as err:
         raise CheckpointError(f"{model_dir / META_FILE}: missing or malformed {err}") from None
