@@ -288,6 +288,52 @@ def test_two_workers_share_the_study(tmp_path, space):
         tune(tmp_path / "other", space, 2, jobs=0)
 
 
+def study_plan(out: Path, space: Path, trials: int):
+    return tuning._plan(
+        out,
+        str(space),
+        trials,
+        None,
+        TINY,
+        timeout=None,
+        storage=None,
+        study_name=None,
+        sampler="tpe",
+        pruner="median",
+        jobs=2,
+    )
+
+
+def test_a_late_worker_finds_the_study_complete_and_runs_nothing(tmp_path, space, monkeypatch):
+    # The race that overshot --trials: worker 0 finishes both trials before worker 1's
+    # process has started one. Worker 1 must then not start a third.
+    trained = fake_training(monkeypatch)
+    out = tmp_path / "study"
+    tune(out, space, 2)
+    plan = study_plan(out, space, 2)
+    tuning_study.optimize(plan, worker=1, existing=2, log=quiet)
+    assert len(trained) == 2 and len(stored_trials(out)) == 2
+
+
+def test_a_trial_asked_beyond_the_total_stands_down_and_is_not_reported(
+    tmp_path, space, monkeypatch
+):
+    # Two workers that both saw one trial missing both ask: the later trial number yields.
+    trained = fake_training(monkeypatch)
+    out = tmp_path / "study"
+    tune(out, space, 2)
+    plan = study_plan(out, space, 2)
+    study = tuning_study.open_study(plan)
+    study.optimize(lambda trial: tuning_study.objective(trial, plan, quiet), n_trials=1)
+    (surplus,) = study.get_trials(states=(optuna.trial.TrialState.FAIL,))
+    assert surplus.number == 2 and surplus.user_attrs["surplus"] and len(trained) == 2
+    table = tuning_report.write_reports(plan, study)
+    assert sorted(table["number"]) == [0, 1]
+    assert "surplus" not in (out / tuning_report.REPORT).read_text(encoding="utf-8")
+    # and the study, resumed for more trials, runs them as usual
+    assert len(tune(out, space, 3)) == 3 and len(trained) == 3
+
+
 def test_a_resumed_study_must_rank_by_the_same_metric(tmp_path, space, monkeypatch):
     fake_training(monkeypatch)
     out = tmp_path / "study"

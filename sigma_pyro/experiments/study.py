@@ -35,6 +35,8 @@ PRUNERS = {
 HEARTBEAT_SECONDS, GRACE_SECONDS = 60, 180
 MAX_RETRIES = 2  # a trial that keeps killing its process (out of memory) is given up
 FAILURES_IN_A_ROW = 3
+# What counts towards the trials asked for: failed trials are retried, not counted.
+CLAIMED = (*FINISHED, TrialState.RUNNING)
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,12 @@ def train_trial(config, on_epoch: Callable[[EpochRecord], None], log) -> None:
 
 def objective(trial: optuna.Trial, plan: TuningPlan, log: Callable[[str], None]) -> float:
     """The best validation criterion over the trial's epochs, reported after each epoch."""
+    if claimed_before(trial.study, trial.number) >= plan.trials:
+        # Two workers both saw one trial missing and both asked: the later one stands down.
+        # It ends as failed (which does not count; the callback then stops this worker),
+        # and the reports leave it out.
+        trial.set_user_attr("surplus", True)
+        return math.nan
     params = {name: suggest(trial, name, d) for name, d in plan.space.items()}
     for key, value in (
         ("criterion", plan.criterion),
@@ -216,6 +224,12 @@ def objective(trial: optuna.Trial, plan: TuningPlan, log: Callable[[str], None])
     return best["value"]
 
 
+def claimed_before(study: optuna.Study, number: int) -> int:
+    """How many trials numbered below ``number`` have finished or are running. Numbers are
+    handed out by the storage, in order, so this ranks concurrent asks."""
+    return sum(t.number < number for t in study.get_trials(deepcopy=False, states=CLAIMED))
+
+
 def _queue_again(trial: optuna.Trial) -> None:
     """Ctrl-C ends a trial as failed: queue its parameters again, as the heartbeat does for
     a dead process's trial, so that the next run retries it (and a grid keeps its point)."""
@@ -244,9 +258,17 @@ def optimize(plan: TuningPlan, worker: int, existing: int, log: Callable[[str], 
     # A resumed study must not replay the draws it began with: seed by the trials so far.
     seed = int(np.random.SeedSequence([plan.seed, existing, worker]).generate_state(1)[0])
     study = open_study(plan, make_sampler(plan.sampler, plan.space, seed))
+    # A worker that starts late (a slow process start) may find the study complete: a
+    # worker that finished its first trial before this one started took the last trial.
+    # A dead process's trial must not count as running here: fail it (and queue its retry).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    if len(study.get_trials(deepcopy=False, states=CLAIMED)) >= plan.trials:
+        return {}
     # Trials running in other workers will finish and count: without them every worker
     # that finishes a trial short of the total would start one more.
-    enough = optuna.study.MaxTrialsCallback(plan.trials, states=(*FINISHED, TrialState.RUNNING))
+    enough = optuna.study.MaxTrialsCallback(plan.trials, states=CLAIMED)
     study.optimize(
         lambda trial: objective(trial, plan, log),
         timeout=plan.timeout,

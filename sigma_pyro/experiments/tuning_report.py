@@ -74,7 +74,8 @@ def _trial_row(trial: FrozenTrial, names: list[str]) -> dict:
 
 
 def write_reports(plan: TuningPlan, study: optuna.Study) -> pd.DataFrame:
-    table = trials_table(study.get_trials(deepcopy=False), plan.space)
+    trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("surplus")]
+    table = trials_table(trials, plan.space)
     atomic_write_bytes(plan.out / RESULTS, table.to_csv(index=False).encode("utf-8"))
     atomic_write_bytes(plan.out / REPORT, render_tuning(table, plan).encode("utf-8"))
     return table
