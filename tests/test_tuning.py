@@ -82,7 +82,7 @@ def fake_training(monkeypatch, score=lambda config: 0.1 * config.model.num_inter
     returns the configurations trained."""
     trained = []
 
-    def train(config, on_epoch, log):
+    def train(config, on_epoch, log, folder):
         trained.append(config)
         valid = {m: score(config) for m in METRICS}
         on_epoch(EpochRecord(1, 1, 0.0, {}, valid, 0.0, 0.0, 0.0))
@@ -159,9 +159,9 @@ def test_rerunning_resumes_the_study_and_more_trials_run_only_the_difference(
     trained = []
     original = tuning_study.train_trial
 
-    def counted(config, on_epoch, log):
+    def counted(config, on_epoch, log, folder):
         trained.append(config)
-        original(config, on_epoch, log)
+        original(config, on_epoch, log, folder)
 
     monkeypatch.setattr(tuning_study, "train_trial", counted)
     out = tmp_path / "study"
@@ -224,7 +224,7 @@ def test_a_trial_left_running_by_a_dead_process_is_retried(tmp_path, space, monk
 
 
 def test_an_interrupted_trial_is_retried_by_the_next_run(tmp_path, space, monkeypatch):
-    def interrupted(config, on_epoch, log):
+    def interrupted(config, on_epoch, log, folder):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(tuning_study, "train_trial", interrupted)
@@ -254,8 +254,46 @@ def test_a_pruned_trial_counts_as_finished_and_is_listed(tmp_path, space, monkey
     assert len(tune(out, space, 1)) == 1
 
 
+def test_a_retried_trial_resumes_its_training_where_the_interrupted_one_stopped(
+    tmp_path, space, monkeypatch
+):
+    # Ctrl-C during epoch 2's report: the state on disk is epoch 1's. The retry trains
+    # epochs 2 and 3 only, and its curve is the uninterrupted trial's, epoch for epoch.
+    overrides = {"epochs": 3, "patience": 5}
+    tune(tmp_path / "whole", space, 1, overrides=overrides)
+    (whole,) = stored_trials(tmp_path / "whole")
+    original, trained, lines = tuning_study.train_trial, [], []
+
+    def interrupted_at_epoch_2(config, on_epoch, log, folder):
+        def report(record):
+            if record.epoch == 2:
+                raise KeyboardInterrupt
+            on_epoch(record)
+
+        original(config, report, log, folder)
+
+    monkeypatch.setattr(tuning_study, "train_trial", interrupted_at_epoch_2)
+    out = tmp_path / "study"
+    with pytest.raises(KeyboardInterrupt):
+        tune(out, space, 1, overrides=overrides)
+    assert (out / tuning_study.TRIALS_DIR / "0" / "last.pt").is_file()
+
+    def counted(config, on_epoch, log, folder):
+        original(
+            config, lambda record: (trained.append(record.epoch), on_epoch(record)), log, folder
+        )
+
+    monkeypatch.setattr(tuning_study, "train_trial", counted)
+    run_tuning(out, space, 1, overrides={**TINY, **overrides}, log=lines.append)
+    retry = next(t for t in stored_trials(out) if t.state == optuna.trial.TrialState.COMPLETE)
+    assert trained == [2, 3] and any("resumed from" in line for line in lines)
+    assert retry.intermediate_values == whole.intermediate_values
+    assert retry.value == whole.value and retry.params == whole.params
+    assert not (out / tuning_study.TRIALS_DIR / "0").exists()
+
+
 def test_failed_trials_are_recorded_and_a_study_that_only_fails_stops(tmp_path, space, monkeypatch):
-    def diverged(config, on_epoch, log):
+    def diverged(config, on_epoch, log, folder):
         raise TrainingError("non-finite ELBO at epoch 1, step 3")
 
     monkeypatch.setattr(tuning_study, "train_trial", diverged)

@@ -5,6 +5,7 @@ trial and reports its validation criterion after every epoch."""
 from __future__ import annotations
 
 import math
+import shutil
 import time
 import warnings
 from collections.abc import Callable
@@ -18,10 +19,12 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from sigma_pyro.config import field_types, load_config, nest_overrides
-from sigma_pyro.errors import ConfigError, TrainingError
+from sigma_pyro.errors import CheckpointError, ConfigError, TrainingError
 from sigma_pyro.experiments.metrics import METRICS
 from sigma_pyro.experiments.tuning_report import FINISHED, REPORT, write_reports
 from sigma_pyro.inference.training import EpochRecord
+from sigma_pyro.runtime.checkpoint import STATE_FILE, safe_torch_load
+from sigma_pyro.runtime.run_log import HISTORY_FILE, TrainingHistory
 
 SAMPLERS = ("tpe", "random", "grid")
 # Early epochs rank trials poorly while the KL ramp and the interest weight still move: no
@@ -35,6 +38,7 @@ PRUNERS = {
 HEARTBEAT_SECONDS, GRACE_SECONDS = 60, 180
 MAX_RETRIES = 2  # a trial that keeps killing its process (out of memory) is given up
 FAILURES_IN_A_ROW = 3
+TRIALS_DIR = "trials"  # under --out: the training state of each running trial
 # What counts towards the trials asked for: failed trials are retried, not counted.
 CLAIMED = (*FINISHED, TrialState.RUNNING)
 
@@ -164,14 +168,35 @@ def suggest(trial: optuna.Trial, name: str, distribution: BaseDistribution):
     return trial.suggest_float(name, distribution.low, distribution.high, log=distribution.log)
 
 
-def train_trial(config, on_epoch: Callable[[EpochRecord], None], log) -> None:
-    """Train one trial's configuration; only the validation split is scored, and nothing is
-    saved (train the best settings with ``sigma-pyro train``)."""
+def train_trial(config, on_epoch: Callable[[EpochRecord], None], log, folder: Path) -> None:
+    """Train one trial's configuration; only the validation split is scored. Its training
+    state goes to ``folder`` after every epoch, so that a retry of an interrupted trial
+    resumes where it stopped; the folder is deleted once the trial ends (train the best
+    settings with ``sigma-pyro train``)."""
     from sigma_pyro.api import SigmaRecommender
 
     rec = SigmaRecommender(config)
     rec.load_data()
-    rec.fit(log=log, on_epoch=on_epoch)
+    rec.fit(folder, resume=(folder / STATE_FILE).is_file(), log=log, on_epoch=on_epoch)
+
+
+def trial_folder(plan: TuningPlan, trial: optuna.Trial) -> Path:
+    """The training folder of a trial and of all its retries (the heartbeat's, or Ctrl-C's),
+    named after the first of them."""
+    frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+    return plan.out / TRIALS_DIR / str(frozen.system_attrs.get("retry_history", [trial.number])[0])
+
+
+def finished_epochs(folder: Path) -> list[dict]:
+    """The history rows of the epochs that an interrupted trial's saved state has behind
+    it (the history may hold one more: the epoch it was in when it stopped)."""
+    state = folder / STATE_FILE
+    if not state.is_file():
+        return []
+    epoch = safe_torch_load(state, map_location="cpu")["epoch"]
+    return [
+        row for row in TrainingHistory.read(folder / HISTORY_FILE).rows if row["epoch"] <= epoch
+    ]
 
 
 def objective(trial: optuna.Trial, plan: TuningPlan, log: Callable[[str], None]) -> float:
@@ -192,23 +217,32 @@ def objective(trial: optuna.Trial, plan: TuningPlan, log: Callable[[str], None])
     best: dict = {}
     started = time.perf_counter()
 
-    def on_epoch(record: EpochRecord) -> None:
-        value = record.valid[plan.criterion]
+    def observe(epoch: int, valid: dict) -> None:
+        value = valid[plan.criterion]
         if "value" not in best or value > best["value"]:
             best.update(
                 value=value,
-                best_epoch=record.epoch,
-                valid={m: record.valid.get(m, math.nan) for m in METRICS},
+                best_epoch=epoch,
+                valid={m: valid.get(m, math.nan) for m in METRICS},
             )
-        best["epochs"] = record.epoch
-        trial.report(value, record.epoch)
+        best["epochs"] = epoch
+        trial.report(value, epoch)
         if trial.should_prune():
-            raise optuna.TrialPruned(f"at epoch {record.epoch}")
+            raise optuna.TrialPruned(f"at epoch {epoch}")
 
+    folder = trial_folder(plan, trial)
     try:
         config = load_config(plan.preset, nest_overrides({**plan.overrides, **params}))
-        train_trial(config, on_epoch, lambda line: log(f"[trial {trial.number}] {line}"))
-    except (ConfigError, TrainingError) as err:
+        # A retry picks up the curve of the epochs it does not train again.
+        for row in finished_epochs(folder):
+            observe(int(row["epoch"]), {m: row.get(f"valid_{m}", math.nan) for m in METRICS})
+        train_trial(
+            config,
+            lambda record: observe(record.epoch, record.valid),
+            lambda line: log(f"[trial {trial.number}] {line}"),
+            folder,
+        )
+    except (ConfigError, TrainingError, CheckpointError) as err:
         # An impossible combination or a diverging run fails this trial only. NaN makes
         # Optuna record it as failed with one line, not the traceback of an error whose
         # message already says it all.
@@ -217,10 +251,13 @@ def objective(trial: optuna.Trial, plan: TuningPlan, log: Callable[[str], None])
     except KeyboardInterrupt:
         _queue_again(trial)
         trial.set_user_attr("error", "interrupted")
+        folder = None  # kept for the retry
         raise
     finally:
         best["wall_seconds"] = round(time.perf_counter() - started, 1)
         trial.set_user_attr("result", best)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
     return best["value"]
 
 
