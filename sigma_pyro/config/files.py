@@ -13,7 +13,15 @@ from sigma_pyro.config.flags import flag
 from sigma_pyro.config.schema import Config, field_types
 from sigma_pyro.errors import ConfigError
 
-PRESET_NAMES = ("synthetic", "beauty", "toys", "office")
+PRESET_NAMES = (
+    "synthetic",
+    "beauty",
+    "toys",
+    "office",
+    "beauty-published",
+    "toys-published",
+    "office-published",
+)
 
 
 def preset_path(name: str) -> Path:
@@ -28,6 +36,34 @@ def preset_path(name: str) -> Path:
     raise ConfigError(
         f"--preset {name!r} is unknown (choose from {', '.join(PRESET_NAMES)} or give a .yaml file)"
     )
+
+
+def read_preset(path: Path, inside: tuple[Path, ...] = ()) -> Any:
+    """A preset's sections, layered on those of the preset its ``base:`` names (a built-in
+    preset, or a YAML file relative to this one): the tuned presets keep only what their
+    studies changed, on top of the published settings."""
+    values = read_yaml(path)
+    if not isinstance(values, dict) or "base" not in values:
+        return values
+    base = values.pop("base")
+    if base in PRESET_NAMES:
+        base_path = preset_path(base)
+    elif isinstance(base, str) and Path(base).suffix in (".yaml", ".yml"):
+        base_path = path.parent / base
+    else:
+        raise ConfigError(f"{path}: base {base!r} is neither a preset nor a .yaml file")
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: base {base}: no such file")
+    if base_path.resolve() in (*inside, path.resolve()):
+        raise ConfigError(f"{path}: base {base} leads back to itself")
+    layered = read_preset(base_path, (*inside, path.resolve())) or {}
+    for section, fields in values.items():
+        if fields is None:  # an empty section changes nothing
+            continue
+        below = layered.get(section)
+        both = isinstance(below, dict) and isinstance(fields, dict)
+        layered[section] = {**below, **fields} if both else fields
+    return layered
 
 
 def space_names() -> tuple[str, ...]:
@@ -71,7 +107,7 @@ def load_config(preset: str | None = None, overrides: dict | None = None) -> Con
     from_preset: set[str] = set()
     if preset is not None:
         path = preset_path(preset)
-        values = read_yaml(path)
+        values = read_preset(path)
         config.update(values or {}, str(path))
         from_preset = {
             name
