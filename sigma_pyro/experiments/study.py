@@ -183,8 +183,14 @@ def train_trial(config, on_epoch: Callable[[EpochRecord], None], log, folder: Pa
 def trial_folder(plan: TuningPlan, trial: optuna.Trial) -> Path:
     """The training folder of a trial and of all its retries (the heartbeat's, or Ctrl-C's),
     named after the first of them."""
-    frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
-    return plan.out / TRIALS_DIR / str(frozen.system_attrs.get("retry_history", [trial.number])[0])
+    retries = _stored(trial).system_attrs.get("retry_history", [trial.number])
+    return plan.out / TRIALS_DIR / str(retries[0])
+
+
+def _stored(trial: optuna.Trial) -> FrozenTrial:
+    """The trial as the storage holds it (its system attributes, which a live trial does
+    not expose)."""
+    return next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
 
 
 def finished_epochs(folder: Path) -> list[dict]:
@@ -270,8 +276,7 @@ def claimed_before(study: optuna.Study, number: int) -> int:
 def _queue_again(trial: optuna.Trial) -> None:
     """Ctrl-C ends a trial as failed: queue its parameters again, as the heartbeat does for
     a dead process's trial, so that the next run retries it (and a grid keeps its point)."""
-    frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
-    _retry_callback()(trial.study, frozen)
+    _retry_callback()(trial.study, _stored(trial))
 
 
 def _stop_after_failures(log: Callable[[str], None]) -> Callable[[optuna.Study, FrozenTrial], None]:
