@@ -223,6 +223,59 @@ def test_a_trial_left_running_by_a_dead_process_is_retried(tmp_path, space, monk
     )
 
 
+def failed_chain(study: optuna.Study, epochs_reached: list[int]) -> optuna.trial.FrozenTrial:
+    """A trial and its retries, each failed after reaching the given epoch; the last."""
+    distribution = optuna.distributions.FloatDistribution(0.1, 0.5)
+    history: list[int] = []
+    for reached in epochs_reached:
+        study.add_trial(
+            optuna.create_trial(
+                state=optuna.trial.TrialState.FAIL,
+                params={"hidden_dropout": 0.3},
+                distributions={"hidden_dropout": distribution},
+                intermediate_values={e: 0.01 * e for e in range(1, reached + 1)},
+                system_attrs={"failed_trial": history[0], "retry_history": list(history)}
+                if history
+                else {},
+            )
+        )
+        history.append(study.trials[-1].number)
+    return study.trials[-1]
+
+
+def waiting(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+
+
+def test_a_failed_trial_is_queued_once_however_many_workers_fail_it(tmp_path):
+    # Two workers that both failed one stale trial (the SQLite race) both call back.
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=tuning_study.open_storage(url), study_name="s")
+    failed = failed_chain(study, [4])
+    retry = tuning_study.RetryOnce(tuning_study._lock_beside(url))
+    retry(study, failed)
+    retry(study, failed)
+    (queued,) = waiting(study)
+    assert queued.system_attrs["retry_history"] == [failed.number]
+    assert queued.params == failed.params and (tmp_path / "study.db.lock").exists()
+
+
+@pytest.mark.parametrize(
+    ("epochs_reached", "retried"),
+    [
+        ([3, 7, 12, 20], True),  # resumed and cut short at each session's end: moving on
+        ([0, 0], True),
+        ([0, 0, 0], False),  # killed before its first epoch three times
+        ([5, 5, 5, 5], False),  # out of memory at the same epoch: three retries in a row
+        ([5, 5, 5, 6], True),
+    ],
+)
+def test_a_chain_of_retries_is_given_up_only_when_it_stops_moving_on(epochs_reached, retried):
+    study = optuna.create_study()
+    tuning_study.RetryOnce(None)(study, failed_chain(study, epochs_reached))
+    assert len(waiting(study)) == int(retried)
+
+
 def test_an_interrupted_trial_is_retried_by_the_next_run(tmp_path, space, monkeypatch):
     def interrupted(config, on_epoch, log, folder):
         raise KeyboardInterrupt

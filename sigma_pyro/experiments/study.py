@@ -9,13 +9,15 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import optuna
+from filelock import FileLock
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from sigma_pyro.config import field_types, load_config, nest_overrides
@@ -36,7 +38,9 @@ PRUNERS = {
 # A thread beats for each running trial, so a long epoch does not look dead; a trial whose
 # beat is older than GRACE_SECONDS is taken for the trial of a dead process.
 HEARTBEAT_SECONDS, GRACE_SECONDS = 60, 180
-MAX_RETRIES = 2  # a trial that keeps killing its process (out of memory) is given up
+# A trial that keeps killing its process (out of memory) is given up after this many
+# retries in a row that trained no new epoch.
+MAX_RETRIES = 2
 FAILURES_IN_A_ROW = 3
 TRIALS_DIR = "trials"  # under --out: the training state of each running trial
 # What counts towards the trials asked for: failed trials are retried, not counted.
@@ -79,10 +83,65 @@ def make_sampler(name: str, space: dict[str, BaseDistribution], seed: int | None
     return optuna.samplers.GridSampler({n: list(d.choices) for n, d in space.items()}, seed=seed)
 
 
-def _retry_callback() -> RetryHeartbeatStaleTrialCallback:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
+class RetryOnce:
+    """Queue a copy of a failed trial (same parameters, ``retry_history`` extended, and
+    ``failed_trial`` the first of the chain, as Optuna's RetryHeartbeatStaleTrialCallback
+    writes them) so that an interrupted trial is retried instead of lost. Unlike Optuna's:
+
+    - A failed trial is queued once. On SQLite, fail_stale_trials reads the trial's state
+      before the transaction that writes it begins (pysqlite starts it at the UPDATE), so two
+      workers starting together can both fail one stale trial and both queue it (the Office
+      study's trial 22 came back as 23 and 24, training the same run into one folder). The
+      check and the queueing run under a file lock beside the database.
+    - A chain is given up only after MAX_RETRIES retries in a row that trained no new epoch.
+      A resumed trial that a session's end cut short again has moved on; one that an out of
+      memory kill stops at the same epoch each time has not.
+    """
+
+    def __init__(self, lock: Path | None):
+        self.lock = lock
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        with FileLock(self.lock) if self.lock is not None else nullcontext():
+            trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+            if any(
+                t.system_attrs.get("retry_history", [None])[-1] == trial.number
+                for t in trials.values()
+            ):
+                return
+            history = [*trial.system_attrs.get("retry_history", []), trial.number]
+            attempts = [trials.get(n, trial) for n in history[:-1]] + [trial]
+            if stalled_attempts(attempts) > MAX_RETRIES:
+                return
+            study.add_trial(
+                optuna.create_trial(
+                    state=TrialState.WAITING,
+                    params=trial.params,
+                    distributions=trial.distributions,
+                    user_attrs=trial.user_attrs,
+                    system_attrs={
+                        **trial.system_attrs,
+                        "failed_trial": history[0],
+                        "retry_history": history,
+                    },
+                )
+            )
+
+
+def stalled_attempts(attempts: list[FrozenTrial]) -> int:
+    """How many of the latest attempts of a trial, in a row, reached no epoch beyond the
+    attempt before them (the first, none at all)."""
+    reached = [max(t.intermediate_values, default=0) for t in attempts]
+    stalled = 0
+    for before, after in zip([0, *reached[:-1]], reached, strict=True):
+        stalled = stalled + 1 if after <= before else 0
+    return stalled
+
+
+def _lock_beside(url: str) -> Path | None:
+    """The lock file of a SQLite database file (other databases lock their rows)."""
+    prefix = "sqlite:///"
+    return Path(url[len(prefix) :] + ".lock") if url.startswith(prefix) else None
 
 
 def open_storage(url: str) -> RDBStorage:
@@ -100,7 +159,7 @@ def open_storage(url: str) -> RDBStorage:
                 engine_kwargs=engine,
                 heartbeat_interval=HEARTBEAT_SECONDS,
                 grace_period=GRACE_SECONDS,
-                heartbeat_stale_trial_callback=_retry_callback(),
+                heartbeat_stale_trial_callback=RetryOnce(_lock_beside(url)),
             )
         except Exception as err:  # sqlalchemy's errors and optuna's version checks alike
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -255,7 +314,7 @@ def objective(trial: optuna.Trial, plan: TuningPlan, log: Callable[[str], None])
         trial.set_user_attr("error", str(err))
         return math.nan
     except KeyboardInterrupt:
-        _queue_again(trial)
+        _queue_again(trial, plan)
         trial.set_user_attr("error", "interrupted")
         folder = None  # kept for the retry
         raise
@@ -273,10 +332,10 @@ def claimed_before(study: optuna.Study, number: int) -> int:
     return sum(t.number < number for t in study.get_trials(deepcopy=False, states=CLAIMED))
 
 
-def _queue_again(trial: optuna.Trial) -> None:
+def _queue_again(trial: optuna.Trial, plan: TuningPlan) -> None:
     """Ctrl-C ends a trial as failed: queue its parameters again, as the heartbeat does for
     a dead process's trial, so that the next run retries it (and a grid keeps its point)."""
-    _retry_callback()(trial.study, _stored(trial))
+    RetryOnce(_lock_beside(plan.storage))(trial.study, _stored(trial))
 
 
 def _stop_after_failures(log: Callable[[str], None]) -> Callable[[optuna.Study, FrozenTrial], None]:
