@@ -121,7 +121,7 @@ class SequentialVAEModel:
         else:
             z = encoding_of(module, batch, precomputed)[0]
 
-        representation = module.decode(z)[mask]  # [M, D], M real positions
+        representation = module.decode(z, mask.sum(dim=1))[mask]  # [M, D], M real positions
         with pyro.plate("tokens", targets.shape[0]):
             if (precomputed.likelihood or module.config.likelihood) == "sampled":
                 # The observed outcome is "the target wins among itself and the negatives".

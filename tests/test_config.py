@@ -167,6 +167,7 @@ def raises_naming(overrides: dict, *needles: str, preset: str | None = None) -> 
         ({"model": {"learn_assignment_temperature": True}}, "--assignment-anneal-epochs 0"),
         ({"model": {"assignment_anneal_epochs": -1}}, "--assignment-anneal-epochs"),
         ({"model": {"assignment_temperature_start": 0.0}}, "--assignment-temperature-start"),
+        ({"model": {"position_encoding": "rotary"}}, "--position-encoding"),
     ],
 )
 def test_impossible_values_name_the_flag(overrides, flag):

@@ -22,7 +22,7 @@ NUM_ITEMS = 30
 ATOL = 1e-5
 
 
-def noisy_module(prior: str, seed: int = 0) -> SigmaModule:
+def noisy_module(prior: str, seed: int = 0, position_encoding: str = "absolute") -> SigmaModule:
     # Non-zero dropout everywhere: eval() must switch it off for the checks to be exact.
     module = make_module(
         prior,
@@ -33,10 +33,15 @@ def noisy_module(prior: str, seed: int = 0) -> SigmaModule:
         num_interests=3,
         hidden_dropout=0.3,
         attention_dropout=0.3,
+        position_encoding=position_encoding,
     )
-    # Move item embeddings away from the tiny init so that items really differ.
+    # Move item embeddings away from the tiny init so that items really differ, and the
+    # distance biases away from zero so that they shape attention.
     with torch.no_grad():
         module.item_embedding.weight[1:].normal_(0.0, 1.0)
+        for transformer in (module.encoder, module.decoder):
+            if position_encoding == "relative":
+                transformer.distance_bias.normal_(0.0, 1.0)
     return module.eval()
 
 
@@ -49,9 +54,11 @@ def random_items(generator: torch.Generator, batch: int = 5, length: int = MAX_L
     return items
 
 
-def perturb_after(items: torch.Tensor, t: int, generator: torch.Generator) -> torch.Tensor:
+def perturb_after(
+    items: torch.Tensor, t: int, generator: torch.Generator, keep_lengths: bool = False
+) -> torch.Tensor:
     """Change everything after position t: new items, and padding moved around (a row may
-    become longer or shorter after t). Rows keep right padding."""
+    become longer or shorter after t, unless ``keep_lengths``). Rows keep right padding."""
     out = items.clone()
     batch, length = items.shape
     for row in range(batch):
@@ -59,6 +66,8 @@ def perturb_after(items: torch.Tensor, t: int, generator: torch.Generator) -> to
         if real_up_to_t < t + 1:
             continue  # the row already ended at or before t: keep it padded after t
         new_length = int(torch.randint(t + 1, length + 1, (1,), generator=generator))
+        if keep_lengths:
+            new_length = int((items[row] != PADDING_ID).sum())
         fresh = torch.randint(1, NUM_ITEMS + 1, (length,), generator=generator)
         out[row, t + 1 :] = fresh[t + 1 :]
         out[row, new_length:] = PADDING_ID
@@ -103,12 +112,15 @@ def test_eval_mode_is_deterministic(prior):
 
 @pytest.mark.parametrize("prior", ["sigma", "normal"])
 @pytest.mark.parametrize("seed,t", CASES)
+@pytest.mark.parametrize("positions", ["absolute", "recency", "relative"])
 @torch.no_grad()
-def test_encoder_is_causal(prior, seed, t):
-    module = noisy_module(prior, seed)
+def test_encoder_is_causal(prior, seed, t, positions):
+    module = noisy_module(prior, seed, positions)
     g = torch.Generator().manual_seed(100 + seed)
     items = random_items(g)
-    changed = perturb_after(items, t, g)
+    # Recency positions count back from the last item, so in training position t learns
+    # how many items follow it (never which): only the items after t may change for it.
+    changed = perturb_after(items, t, g, keep_lengths=positions == "recency")
     loc_a, scale_a = module.encode(items)
     loc_b, scale_b = module.encode(changed)
     assert loc_a.shape == (items.shape[0], MAX_LEN, HIDDEN)
@@ -118,14 +130,16 @@ def test_encoder_is_causal(prior, seed, t):
 
 
 @pytest.mark.parametrize("seed,t", CASES)
+@pytest.mark.parametrize("positions", ["absolute", "recency", "relative"])
 @torch.no_grad()
-def test_decoder_is_causal(seed, t):
-    module = noisy_module("normal", seed)
+def test_decoder_is_causal(seed, t, positions):
+    module = noisy_module("normal", seed, positions)
     g = torch.Generator().manual_seed(200 + seed)
     z = torch.randn(4, MAX_LEN, HIDDEN, generator=g)
     z_changed = z.clone()
     z_changed[:, t + 1 :] = 10.0 * torch.randn(4, MAX_LEN - t - 1, HIDDEN, generator=g)
-    out_a, out_b = module.decode(z), module.decode(z_changed)
+    full = torch.full((4,), MAX_LEN)
+    out_a, out_b = module.decode(z, full), module.decode(z_changed, full)
     assert out_a.shape == z.shape
     assert_prefix_equal(out_a, out_b, t, "decoder output")
     assert_suffix_changed(out_a, out_b, t, "decoder output")
@@ -299,3 +313,15 @@ def test_token_cap_bounds_real_positions_and_keeps_every_sequence():
     assert sorted(seen) == list(range(300))
     uncapped = TrainingBatches(seqs, 64, 30, seed=1)
     assert len(capped) > len(uncapped)
+
+
+@torch.no_grad()
+def test_recency_positions_see_how_many_items_follow_and_the_others_do_not():
+    g = torch.Generator().manual_seed(5)
+    items = random_items(g)
+    shorter = items.clone()
+    shorter[0, -3:] = PADDING_ID  # the same first items, three fewer after them
+    for positions, sees_the_length in (("absolute", False), ("relative", False), ("recency", True)):
+        module = noisy_module("normal", 0, positions)
+        loc_a, loc_b = module.encode(items)[0][0, :5], module.encode(shorter)[0][0, :5]
+        assert (not torch.allclose(loc_a, loc_b, atol=ATOL)) == sees_the_length, positions

@@ -464,7 +464,8 @@ def test_decoder_reads_z_without_dropout_unless_asked():
     def decoder_outputs(config):
         torch.manual_seed(0)
         module = SigmaModule(20, config).train()
-        return module.decode(z), module.decode(z)
+        lengths = torch.full((4,), 6)
+        return module.decode(z, lengths), module.decode(z, lengths)
 
     first, second = decoder_outputs(
         ModelConfig(hidden_size=16, num_heads=2, hidden_dropout=0.0, prior="normal")

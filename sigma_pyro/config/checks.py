@@ -88,6 +88,11 @@ def check_choices(config: Config) -> None:
             f"--interest-embedding must be shared, projected or separate, "
             f"got {m.interest_embedding!r}"
         )
+    if m.position_encoding not in ("absolute", "recency", "relative"):
+        raise ConfigError(
+            "--position-encoding must be absolute, recency or relative, "
+            f"got {m.position_encoding!r}"
+        )
     if m.interest_positions not in ("all", "last"):
         raise ConfigError(f"--interest-positions must be all or last, got {m.interest_positions!r}")
     if m.assignment_anneal_epochs and m.learn_assignment_temperature:

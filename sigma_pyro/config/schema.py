@@ -43,6 +43,11 @@ class ModelConfig:
     # 2,100 steps by a quarter (docs/tuning.md), so it is off unless asked for.
     decoder_input_dropout: float = 0.0
     max_seq_length: int = 50
+    # Where the transformers learn an item lies: "absolute" (an embedding of its index from
+    # the window's start), "recency" (its index back from the sequence's last item, what
+    # SASRec's left padding gives) or "relative" (an attention bias on the distance back
+    # from each attending position); docs/tuning.md measures the three.
+    position_encoding: str = "absolute"
     num_interests: int = 4
     # Temperature of the cosine assignments, annealed geometrically from
     # assignment_temperature_start down to assignment_temperature over

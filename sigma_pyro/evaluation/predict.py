@@ -22,9 +22,9 @@ def last_position_representation(
     loc, scale = module.encode(items)
     rows = torch.arange(items.shape[0], device=device)
     if samples <= 0:
-        return module.decode(loc)[rows, last]
+        return module.decode(loc, last + 1)[rows, last]
     z = loc + scale * torch.randn((samples, *loc.shape), device=device)
-    decoded = module.decode(z.flatten(0, 1)).view(samples, *loc.shape)
+    decoded = module.decode(z.flatten(0, 1), (last + 1).repeat(samples)).view(samples, *loc.shape)
     return decoded[:, rows, last]
 
 

@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from sigma_pyro.config import ModelConfig
+from sigma_pyro.data.dataset import PADDING_ID
 from sigma_pyro.models.priors import build_prior
 from sigma_pyro.nn.distributions import OutputLayerCategorical
 from sigma_pyro.nn.interests import InterestExtractor, Interests
@@ -26,6 +27,11 @@ _MIN_SCALE = 1e-4
 _INITIAL_SCALE_BIAS = -3.0  # softplus(-3) ~ 0.05
 # Floor of a learned interest-head temperature: logits within +-100 of each other.
 MIN_INTEREST_TEMPERATURE = 0.01
+
+
+def real_lengths(items: torch.Tensor) -> torch.Tensor:
+    """The number of real (non-padding) positions of each right-padded row [B, L]."""
+    return (items != PADDING_ID).sum(dim=-1)
 
 
 class SigmaModule(nn.Module):
@@ -56,6 +62,7 @@ class SigmaModule(nn.Module):
             config.max_seq_length,
             config.hidden_dropout,
             config.attention_dropout,
+            position_encoding=config.position_encoding,
         )
         self.loc_head = nn.Linear(d, d)
         self.scale_head = nn.Linear(d, d)
@@ -70,6 +77,7 @@ class SigmaModule(nn.Module):
             config.hidden_dropout,
             config.attention_dropout,
             input_dropout=config.decoder_input_dropout,
+            position_encoding=config.position_encoding,
         )
         self.prior = build_prior(config)
         self.interest_embedding = None
@@ -123,21 +131,26 @@ class SigmaModule(nn.Module):
 
     def encode(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Parameters of q(z_t | x_<=t) for every position, each [B, L, D]."""
-        return self.encode_vectors(self.item_embedding(items))
+        return self.encode_vectors(self.item_embedding(items), real_lengths(items))
 
-    def encode_vectors(self, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_vectors(
+        self, vectors: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The guide's encoder applied to input vectors [B, L, D] instead of item ids, for
-        priors built from the guide itself (VampPrior's pseudo-sequences)."""
-        h = self.encoder(vectors)
+        priors built from the guide itself (VampPrior's pseudo-sequences, all positions
+        real: ``lengths`` None)."""
+        h = self.encoder(vectors, lengths)
         # float(): under mixed precision the heads run in bfloat16, but q(z) is a density.
         loc = self.loc_head(h).float()
         if not self.prior.stochastic:
             return loc, torch.zeros_like(loc)
         return loc, F.softplus(self.scale_head(h).float()) + _MIN_SCALE
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Representation [B, L, D] used to score the next item; causal over z_<=t."""
-        return self.decoder(z)
+    def decode(self, z: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Representation [B, L, D] used to score the next item; causal over z_<=t.
+        ``lengths`` [B] are the real positions of each row, as ``real_lengths`` of the
+        items z was encoded from."""
+        return self.decoder(z, lengths)
 
     def item_logits(
         self, representation: torch.Tensor, start: int = 1, stop: int | None = None

@@ -33,16 +33,20 @@ class CausalSelfAttentionBlock(nn.Module):
         )
         self.dropout = Dropout(hidden_dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, distance_bias: torch.Tensor | None = None) -> torch.Tensor:
+        """``distance_bias`` [H, L, L] is added to the attention logits, -inf above the
+        diagonal; without it attention is plainly causal."""
         batch, length, width = x.shape
         q, k, v = self.qkv(self.norm_attention(x)).chunk(3, dim=-1)
         heads = lambda t: t.view(batch, length, self.num_heads, -1).transpose(1, 2)  # noqa: E731
-        # is_causal is the whole leakage guarantee: position t attends to positions <= t.
+        # is_causal, or the -inf of distance_bias above the diagonal, is the whole leakage
+        # guarantee: position t attends to positions <= t.
         attended = F.scaled_dot_product_attention(
             heads(q),
             heads(k),
             heads(v),
-            is_causal=True,
+            attn_mask=None if distance_bias is None else distance_bias.to(q.dtype),
+            is_causal=distance_bias is None,
             dropout_p=self.attention_dropout if self.training else 0.0,
         )
         x = x + self.dropout(
@@ -51,8 +55,22 @@ class CausalSelfAttentionBlock(nn.Module):
         return x + self.dropout(self.ffn(self.norm_ffn(x)))
 
 
+POSITION_ENCODINGS = ("absolute", "recency", "relative")
+
+
 class CausalTransformer(nn.Module):
-    """Position embeddings, a stack of causal blocks and a final layer norm.
+    """Position information, a stack of causal blocks and a final layer norm.
+
+    ``position_encoding`` "absolute" adds a learned embedding of each item's index in the
+    window, counted from its start. "recency" counts the index back from the sequence's
+    last real item instead, which is what SASRec's left padding amounts to: at ranking the
+    last position is always index 0. (In training, position t's index tells how many items
+    of the sequence follow it, though none of them.) "relative" adds none; instead each head's
+    attention logits get a learned bias for the distance t - j from the attending position
+    t back to position j, shared by the blocks. Then every position reads its history as the
+    last position of that prefix would: what is trained at position t is what ranking
+    uses at the last one, as when a model is trained on every prefix as its own sample
+    (BSARec's recipe).
 
     ``input_dropout`` applies to the input vectors (default: ``hidden_dropout``); the
     decoder sets it apart because its inputs are z, not embeddings."""
@@ -66,11 +84,19 @@ class CausalTransformer(nn.Module):
         hidden_dropout: float,
         attention_dropout: float,
         input_dropout: float | None = None,
+        position_encoding: str = "absolute",
     ):
         super().__init__()
-        self.position_embedding = nn.Embedding(max_length, hidden_size)
-        # nn.Embedding's N(0, 1) default would drown the (small) item embeddings in the sum.
-        nn.init.normal_(self.position_embedding.weight, std=0.02)
+        if position_encoding not in POSITION_ENCODINGS:
+            raise ValueError(f"position_encoding must be one of {POSITION_ENCODINGS}")
+        if position_encoding in ("absolute", "recency"):
+            self.position_embedding = nn.Embedding(max_length, hidden_size)
+            # nn.Embedding's N(0, 1) default would drown the (small) item embeddings in the sum.
+            nn.init.normal_(self.position_embedding.weight, std=0.02)
+        else:
+            # Zero: attention starts uniform over the prefix and learns its own recency.
+            self.distance_bias = nn.Parameter(torch.zeros(num_heads, max_length))
+        self.position_encoding = position_encoding
         self.input_norm = nn.LayerNorm(hidden_size)
         self.dropout = Dropout(hidden_dropout if input_dropout is None else input_dropout)
         self.blocks = nn.ModuleList(
@@ -79,9 +105,24 @@ class CausalTransformer(nn.Module):
         )
         self.output_norm = nn.LayerNorm(hidden_size)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` [B, L, D] right-padded; ``lengths`` [B], the real positions of each row
+        (recency positions need them; None: every position is real)."""
         positions = torch.arange(x.shape[1], device=x.device)
-        x = self.dropout(self.input_norm(x + self.position_embedding(positions)))
+        bias = None
+        if self.position_encoding == "absolute":
+            x = x + self.position_embedding(positions)
+        elif self.position_encoding == "recency":
+            if lengths is None:
+                lengths = torch.full(x.shape[:1], x.shape[1])
+            # Padding after the last item gets index 0 too; only padding attends to it.
+            back = (lengths.to(x.device).unsqueeze(1) - 1 - positions).clamp_min(0)
+            x = x + self.position_embedding(back)
+        else:
+            distance = positions.unsqueeze(1) - positions.unsqueeze(0)  # [L, L]: t - j
+            bias = self.distance_bias[:, distance.clamp_min(0)]
+            bias = bias.masked_fill(distance < 0, float("-inf"))
+        x = self.dropout(self.input_norm(x))
         for block in self.blocks:
-            x = block(x)
+            x = block(x, bias)
         return self.output_norm(x)
