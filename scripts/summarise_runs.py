@@ -1,0 +1,96 @@
+"""Summarise a folder of `sigma-pyro train` runs, one model folder per run.
+
+    .venv/bin/python scripts/summarise_runs.py runs/positions-beauty \
+        --out results/tuning/positions-beauty
+
+Each run is RUNS/<variant> or RUNS/<variant>-seed<N>. From its history.csv (final after
+every epoch, so a run still going is summarised as far as it got) and metrics.json
+(written when it ends: test metrics at the best validation epoch) this writes to OUT:
+runs.csv (one row a run), variants.csv (mean and standard deviation over the seeds of
+each variant), curves.csv and curves.png (training loss and validation NDCG@20 against
+optimiser steps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import matplotlib
+import pandas as pd
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+TEST_METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")
+CURVE_COLUMNS = ["variant", "seed", "epoch", "step", "seconds", "loss", "valid_ndcg@20"]
+
+
+def run_name(folder: Path) -> tuple[str, int]:
+    match = re.fullmatch(r"(.+)-seed(\d+)", folder.name)
+    return (match[1], int(match[2])) if match else (folder.name, 0)
+
+
+def summarise(folder: Path) -> tuple[dict, pd.DataFrame]:
+    variant, seed = run_name(folder)
+    history = pd.read_csv(folder / "history.csv").assign(variant=variant, seed=seed)
+    best = history.loc[history["valid_ndcg@20"].idxmax()]
+    row = {
+        "variant": variant,
+        "seed": seed,
+        "epochs_run": int(history["epoch"].max()),
+        "best_epoch": int(best["epoch"]),
+        "best_step": int(best["step"]),
+        "valid_ndcg@20": best["valid_ndcg@20"],
+        "valid_recall@20": best["valid_recall@20"],
+        "finished": (folder / "metrics.json").is_file(),
+    }
+    if row["finished"]:
+        metrics = json.loads((folder / "metrics.json").read_text())
+        row.update({f"test_{m}": metrics["test"][m] for m in TEST_METRICS})
+    return row, history[CURVE_COLUMNS]
+
+
+def plot(curves: pd.DataFrame, path: Path) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for (variant, seed), group in curves.groupby(["variant", "seed"]):
+        label = variant if curves["seed"].nunique() == 1 else f"{variant} seed {seed}"
+        axes[0].plot(group["step"], group["loss"], label=label)
+        axes[1].plot(group["step"], group["valid_ndcg@20"], label=label)
+    axes[0].set_ylabel("training loss per token")
+    axes[1].set_ylabel("validation NDCG@20")
+    for axis in axes:
+        axis.set_xlabel("optimiser steps")
+    axes[1].legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    folders = sorted(p for p in args.runs.glob("*") if (p / "history.csv").is_file())
+    if not folders:
+        parser.error(f"{args.runs}: no run folder with a history.csv")
+    rows, curves = zip(*(summarise(folder) for folder in folders), strict=True)
+    runs = pd.DataFrame(rows).sort_values(["variant", "seed"])
+    numeric = [c for c in runs.columns if c.startswith(("valid_", "test_"))]
+    variants = runs.groupby("variant")[numeric].agg(["mean", "std"])
+    variants.columns = [f"{metric}_{stat}" for metric, stat in variants.columns]
+    variants.insert(0, "seeds", runs.groupby("variant").size())
+    args.out.mkdir(parents=True, exist_ok=True)
+    runs.to_csv(args.out / "runs.csv", index=False, float_format="%.4f")
+    variants.to_csv(args.out / "variants.csv", float_format="%.4f")
+    frame = pd.concat(curves, ignore_index=True)
+    frame.to_csv(args.out / "curves.csv", index=False, float_format="%.5g")
+    plot(frame, args.out / "curves.png")
+    print(runs.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

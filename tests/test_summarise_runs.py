@@ -1,0 +1,64 @@
+"""scripts/summarise_runs.py on hand-written run folders."""
+
+from __future__ import annotations
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_run(folder: Path, curve: list[float], test_ndcg: float | None) -> None:
+    folder.mkdir(parents=True)
+    pd.DataFrame(
+        {
+            "epoch": range(1, len(curve) + 1),
+            "step": [10 * (e + 1) for e in range(len(curve))],
+            "seconds": 1.0,
+            "loss": 5.0,
+            "valid_ndcg@20": curve,
+            "valid_recall@20": [2 * v for v in curve],
+        }
+    ).to_csv(folder / "history.csv", index=False)
+    if test_ndcg is not None:
+        test = {"recall@10": 0.1, "ndcg@10": 0.05, "recall@20": 0.2, "ndcg@20": test_ndcg}
+        (folder / "metrics.json").write_text(json.dumps({"test": test}))
+
+
+def summarise(argv: list[str]) -> int:
+    """The script's exit status."""
+    old = sys.argv
+    sys.argv = ["summarise_runs.py", *argv]
+    try:
+        runpy.run_path(str(REPO / "scripts" / "summarise_runs.py"), run_name="__main__")
+    except SystemExit as done:
+        return int(done.code or 0)
+    finally:
+        sys.argv = old
+    return 0
+
+
+def test_runs_are_summarised_at_their_best_validation_epoch_and_averaged_over_seeds(tmp_path):
+    runs = tmp_path / "runs"
+    write_run(runs / "a-seed0", [0.1, 0.3, 0.2], 0.25)
+    write_run(runs / "a-seed1", [0.2, 0.1], 0.35)
+    write_run(runs / "b", [0.05, 0.06], None)  # still running
+    assert summarise([str(runs), "--out", str(tmp_path / "out")]) == 0
+    table = pd.read_csv(tmp_path / "out" / "runs.csv").set_index(["variant", "seed"])
+    assert table.loc[("a", 0), "best_epoch"] == 2 and table.loc[("a", 1), "best_epoch"] == 1
+    assert not table.loc[("b", 0), "finished"] and pd.isna(table.loc[("b", 0), "test_ndcg@20"])
+    variants = pd.read_csv(tmp_path / "out" / "variants.csv").set_index("variant")
+    assert variants.loc["a", "seeds"] == 2
+    assert variants.loc["a", "test_ndcg@20_mean"] == pytest.approx(0.30)
+    assert variants.loc["a", "valid_ndcg@20_mean"] == pytest.approx(0.25)
+    assert (tmp_path / "out" / "curves.png").stat().st_size > 0
+
+
+def test_a_folder_without_runs_is_an_error(tmp_path, capsys):
+    assert summarise([str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert "no run folder" in capsys.readouterr().err
