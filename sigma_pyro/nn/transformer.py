@@ -65,7 +65,7 @@ class CausalTransformer(nn.Module):
     window, counted from its start. "recency" counts the index back from the sequence's
     last real item instead, which is what SASRec's left padding amounts to: at ranking the
     last position is always index 0. (In training, position t's index tells how many items
-    of the sequence follow it, though none of them.) "relative" adds none; instead each head's
+    of the sequence follow it, though not which.) "relative" adds none; instead each head's
     attention logits get a learned bias for the distance t - j from the attending position
     t back to position j, shared by the blocks. Then every position reads its history as the
     last position of that prefix would: what is trained at position t is what ranking
