@@ -8,6 +8,9 @@ from typing import TYPE_CHECKING
 from sigma_pyro.config.flags import flag
 from sigma_pyro.errors import ConfigError
 
+# The values of --position-encoding (sigma_pyro/nn/transformer.py says what each means).
+POSITION_ENCODINGS = ("absolute", "recency", "relative")
+
 if TYPE_CHECKING:
     from sigma_pyro.config.schema import Config
 
@@ -88,7 +91,7 @@ def check_choices(config: Config) -> None:
             f"--interest-embedding must be shared, projected or separate, "
             f"got {m.interest_embedding!r}"
         )
-    if m.position_encoding not in ("absolute", "recency", "relative"):
+    if m.position_encoding not in POSITION_ENCODINGS:
         raise ConfigError(
             "--position-encoding must be absolute, recency or relative, "
             f"got {m.position_encoding!r}"

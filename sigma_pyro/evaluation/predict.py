@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from sigma_pyro.data.batching import pad_right
+from sigma_pyro.nn.module import real_lengths
 
 
 @torch.no_grad()
@@ -18,13 +19,14 @@ def last_position_representation(
     """Decoder output at each history's last position: [B, D] from the posterior mean of
     z, or [S, B, D] from S draws of z ~ q(z | history)."""
     items = pad_right(histories, module.config.max_seq_length).to(device)
-    last = (items != 0).sum(dim=1) - 1
+    lengths = real_lengths(items)
+    last = lengths - 1
     loc, scale = module.encode(items)
     rows = torch.arange(items.shape[0], device=device)
     if samples <= 0:
-        return module.decode(loc, last + 1)[rows, last]
+        return module.decode(loc, lengths)[rows, last]
     z = loc + scale * torch.randn((samples, *loc.shape), device=device)
-    decoded = module.decode(z.flatten(0, 1), (last + 1).repeat(samples)).view(samples, *loc.shape)
+    decoded = module.decode(z.flatten(0, 1), lengths.repeat(samples)).view(samples, *loc.shape)
     return decoded[:, rows, last]
 
 

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from sigma_pyro.config.checks import POSITION_ENCODINGS
 from sigma_pyro.nn.dropout import Dropout
 
 
@@ -53,9 +54,6 @@ class CausalSelfAttentionBlock(nn.Module):
             self.attention_out(attended.transpose(1, 2).reshape(batch, length, width))
         )
         return x + self.dropout(self.ffn(self.norm_ffn(x)))
-
-
-POSITION_ENCODINGS = ("absolute", "recency", "relative")
 
 
 class CausalTransformer(nn.Module):
