@@ -6,6 +6,9 @@ For each sequence b and position t (plates ``sequences`` x ``positions``, paddin
     x_b,t+1 ~ Categorical(softmax(decoder(z_b,<=t)_t . E^T + bias))     site "next_item"
 
 (the ``deterministic`` variant has no ``z`` site: z_bt is the encoder mean, computed here).
+With ``kl_free_bits`` = lambda > 0 a factor site ``kl_free_bits``, at the KL's weight,
+adds -max(0, lambda * tokens - KL_hat), where KL_hat is the batch's one-sample estimate
+log q(z) - log p(z) at the sampled z: the KL then costs nothing up to lambda nats a token.
 When the prior is built from user interests (the MIE-VAE part), the interests
 I_bt = (mu_btk, sigma_btk, pi_btk) are a deterministic, causal function of x_b,<=t, and
 
@@ -35,6 +38,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pyro
+import pyro.distributions as dist
 import torch
 from pyro import poutine
 
@@ -118,6 +122,9 @@ class SequentialVAEModel:
                     )
                     with poutine.scale(scale=kl_scale):
                         z = pyro.sample("z", prior.mask(mask))
+            if module.config.kl_free_bits > 0:
+                with poutine.scale(scale=kl_scale):
+                    pyro.factor("kl_free_bits", -self.kl_shortfall(batch, z, prior, precomputed))
         else:
             z = encoding_of(module, batch, precomputed)[0]
 
@@ -133,6 +140,22 @@ class SequentialVAEModel:
                 pyro.sample("next_item", module.next_item_distribution(representation), obs=targets)
         if interests is not None:
             self.interest_penalties(interests, mask, targets.shape[0])
+
+    def kl_shortfall(self, batch: SequenceBatch, z, prior, precomputed: Precomputed):
+        """How far the batch's Monte Carlo KL of z falls short of its free allowance
+        (``kl_free_bits`` nats per real token), zero when it does not.
+
+        Added to the loss at the KL's own weight, it makes the loss constant in the KL below
+        the allowance: the same one-sample estimate as Trace_ELBO's z site, at the same z,
+        so the two gradients cancel exactly there."""
+        module, mask = self.module, batch.mask
+        if precomputed.encoding is None and module.training:
+            # A second encoder pass would draw other dropout masks than the guide's.
+            raise ValueError("free bits in training need the guide's encoding in `precomputed`")
+        loc, scale = encoding_of(module, batch, precomputed)
+        log_q = dist.Normal(loc, scale).to_event(1).log_prob(z)
+        kl = torch.where(mask, log_q - prior.log_prob(z), torch.zeros_like(log_q)).sum()
+        return (module.config.kl_free_bits * batch.num_tokens - kl).clamp_min(0.0)
 
     def interest_head(self, batch: SequenceBatch, interests: Interests, scale: float) -> None:
         """The MIE likelihood: each scored position's interests predict its next item."""

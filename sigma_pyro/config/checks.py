@@ -59,6 +59,7 @@ def check_ranges(config: Config) -> None:
         "posterior_samples": e.posterior_samples,
         "clip_norm": t.clip_norm,
         "weight_decay": t.weight_decay,
+        "kl_free_bits": m.kl_free_bits,
     }
     for name, value in non_negative.items():
         if not value >= 0:
@@ -124,6 +125,12 @@ def check_choices(config: Config) -> None:
         # Only N(0, I) has a closed-form KL from the Gaussian guide; a mixture prior
         # would silently fall back to the Monte Carlo estimate.
         raise ConfigError(f"{flag('analytic_kl')} needs --prior normal, got --prior {m.prior}")
+    if t.analytic_kl and m.kl_free_bits > 0:
+        # The allowance is computed from the Monte Carlo KL that Trace_ELBO uses; against
+        # the closed form its gradient would not cancel the KL's below the allowance.
+        raise ConfigError(
+            f"{flag('kl_free_bits')} needs the Monte Carlo KL: drop {flag('analytic_kl')}"
+        )
 
 
 def check_device(name: str) -> None:

@@ -48,6 +48,10 @@ class ModelConfig:
     # SASRec's left padding gives) or "relative" (an attention bias on the distance back
     # from each attending position); docs/tuning.md measures the three.
     position_encoding: str = "absolute"
+    # Free bits (Kingma et al., 2016): the KL of z costs nothing up to this many nats per
+    # real token of the batch, so its gradient (on encoder and prior alike) vanishes there;
+    # above it the KL costs its full annealed weight. 0: the plain (weighted) ELBO.
+    kl_free_bits: float = 0.0
     num_interests: int = 4
     # Temperature of the cosine assignments, annealed geometrically from
     # assignment_temperature_start down to assignment_temperature over

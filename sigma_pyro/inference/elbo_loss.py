@@ -17,6 +17,7 @@ from pyro.infer import ELBO
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from sigma_pyro.models.sequential_vae import Precomputed
 from sigma_pyro.runtime.distributed import World
 
 
@@ -38,9 +39,12 @@ class ElboLoss(nn.Module):
     ) -> torch.Tensor:
         if batch is None:
             return sum(p.sum() for p in self.module.parameters()) * 0.0
-        loss = self.elbo.differentiable_loss(
-            self.model, self.guide, batch, kl_scale, interest_scale
-        )
+        args = (batch, kl_scale, interest_scale)
+        if self.module.prior.stochastic and self.module.config.kl_free_bits > 0:
+            # The model's free-bits allowance needs the guide's q(z | x): encoded once and
+            # handed to both, so that both see the same dropout masks.
+            args += (Precomputed(encoding=self.module.encode(batch.items)),)
+        loss = self.elbo.differentiable_loss(self.model, self.guide, *args)
         return loss * loss_weight
 
 

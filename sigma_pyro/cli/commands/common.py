@@ -20,6 +20,8 @@ HELP = {
     "epochs": "maximum number of epochs (early stopping usually ends sooner)",
     "kl_cap": "final weight of the KL of z (summed over dimensions) per real position, "
     "reached by a linear ramp; 1 is the plain ELBO",
+    "kl_free_bits": "nats of z's KL per real position that cost nothing (free bits; default "
+    "0); no effect on the deterministic prior",
     "decoder_input_dropout": "dropout on z at the decoder's input (default 0; earlier versions "
     "applied --hidden-dropout there)",
     "interest_positions": "positions whose interests the interest head scores: all or last",
