@@ -31,7 +31,14 @@ def test_sampled_softmax_estimates_full_softmax():
         full = torch.nn.functional.cross_entropy(
             module.item_logits(representation), targets, reduction="none"
         )
-        sampled = -module.sampled_logits(representation, targets, negatives).log_softmax(-1)[:, 0]
+        # One batch of negatives is shared by every row, so a single draw shifts all rows
+        # together (by about 0.01 at this size); the mean of 8 draws is well inside 0.02.
+        sampled = torch.stack(
+            [
+                -module.sampled_logits(representation, targets, negatives).log_softmax(-1)[:, 0]
+                for _ in range(8)
+            ]
+        ).mean(0)
     # With -log Q corrections the negatives' log-sum-exp estimates n (Z - e^s_target): the
     # accidental hits of the target are removed. So the sampled loss is the full one plus
     # log(n Q(target)), a constant in the parameters, plus log(1 - p + p / (n Q)) for the
