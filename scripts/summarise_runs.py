@@ -9,6 +9,12 @@ every epoch, so a run still going is summarised as far as it got) and metrics.js
 runs.csv (one row a run), variants.csv (mean and standard deviation over the seeds of
 each variant), curves.csv and curves.png (training loss and validation NDCG@20 against
 optimiser steps).
+
+``--earlier CSV`` adds the rows of an earlier runs.csv whose run folders are gone (a
+folder's own row wins over an earlier one of the same variant and seed; earlier runs have
+no curves here). ``--paired BASE`` also writes paired.csv: every other variant against BASE
+over the seeds both finished, the mean difference and the paired t-test's p-value of
+validation and test NDCG@20 and test Recall@20.
 """
 
 from __future__ import annotations
@@ -21,10 +27,13 @@ from pathlib import Path
 import matplotlib
 import pandas as pd
 
+from sigma_pyro.experiments.metrics import paired_comparison
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 TEST_METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")
+PAIRED_METRICS = ("valid_ndcg@20", "test_ndcg@20", "test_recall@20")
 CURVE_COLUMNS = ["variant", "seed", "epoch", "step", "seconds", "loss", "valid_ndcg@20"]
 
 
@@ -68,16 +77,37 @@ def plot(curves: pd.DataFrame, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def paired(runs: pd.DataFrame, base: str) -> pd.DataFrame:
+    """Each variant against ``base`` over the seeds both finished."""
+    results = runs.rename(columns={"variant": "prior"}).assign(
+        status=lambda frame: frame["finished"].map({True: "ok", False: "running"})
+    )
+    return pd.DataFrame(
+        {"variant": variant, "base": base, "metric": metric}
+        | paired_comparison(results, metric, variant, reference=base)
+        for variant in sorted(set(runs["variant"]) - {base})
+        for metric in PAIRED_METRICS
+    )
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", type=Path)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--earlier", type=Path, action="append", default=[], metavar="CSV")
+    parser.add_argument("--paired", metavar="BASE")
     args = parser.parse_args(argv)
+    for path in args.earlier:
+        if not path.is_file():
+            parser.error(f"--earlier {path}: no such file")
     folders = sorted(p for p in args.runs.glob("*") if (p / "history.csv").is_file())
     if not folders:
         parser.error(f"{args.runs}: no run folder with a history.csv")
     rows, curves = zip(*(summarise(folder) for folder in folders), strict=True)
-    runs = pd.DataFrame(rows).sort_values(["variant", "seed"])
+    runs = pd.concat([pd.DataFrame(rows), *(pd.read_csv(path) for path in args.earlier)])
+    runs = runs.drop_duplicates(["variant", "seed"]).sort_values(["variant", "seed"])
+    if args.paired is not None and args.paired not in set(runs["variant"]):
+        parser.error(f"--paired {args.paired}: no such variant")
     numeric = [c for c in runs.columns if c.startswith(("valid_", "test_"))]
     variants = runs.groupby("variant")[numeric].agg(["mean", "std"])
     variants.columns = [f"{metric}_{stat}" for metric, stat in variants.columns]
@@ -88,6 +118,8 @@ def main(argv=None) -> int:
     frame = pd.concat(curves, ignore_index=True)
     frame.to_csv(args.out / "curves.csv", index=False, float_format="%.5g")
     plot(frame, args.out / "curves.png")
+    if args.paired is not None:
+        paired(runs, args.paired).to_csv(args.out / "paired.csv", index=False, float_format="%.4g")
     print(runs.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     return 0
 

@@ -62,3 +62,31 @@ def test_runs_are_summarised_at_their_best_validation_epoch_and_averaged_over_se
 def test_a_folder_without_runs_is_an_error(tmp_path, capsys):
     assert summarise([str(tmp_path), "--out", str(tmp_path / "out")]) == 2
     assert "no run folder" in capsys.readouterr().err
+
+
+def test_earlier_rows_join_and_variants_are_paired_over_common_seeds(tmp_path):
+    old = tmp_path / "old"
+    write_run(old / "a-seed0", [0.10], 0.10)
+    write_run(old / "b-seed0", [0.12], 0.13)
+    assert summarise([str(old), "--out", str(tmp_path / "old-out")]) == 0
+    new = tmp_path / "new"
+    for seed, (a, b) in enumerate([(0.20, 0.23), (0.30, 0.32)], start=1):
+        write_run(new / f"a-seed{seed}", [a], a)
+        write_run(new / f"b-seed{seed}", [b], b)
+    write_run(new / "b-seed3", [0.5], 0.5)  # no partner: left out of the pairs
+    earlier = str(tmp_path / "old-out" / "runs.csv")
+    out = tmp_path / "out"
+    assert summarise([str(new), "--out", str(out), "--earlier", earlier, "--paired", "a"]) == 0
+    runs = pd.read_csv(out / "runs.csv")
+    assert sorted(runs.query("variant == 'a'")["seed"]) == [0, 1, 2]
+    table = pd.read_csv(out / "paired.csv").set_index("metric")
+    assert (table["variant"] == "b").all() and (table["pairs"] == 3).all()
+    assert table.loc["test_ndcg@20", "difference"] == pytest.approx((0.03 + 0.03 + 0.02) / 3, rel=1e-3)
+    assert 0 < table.loc["test_ndcg@20", "p"] < 0.05
+
+
+def test_pairing_against_an_unknown_variant_is_an_error(tmp_path, capsys):
+    write_run(tmp_path / "runs" / "a", [0.1], 0.1)
+    argv = [str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--paired", "zzz"]
+    assert summarise(argv) == 2
+    assert "--paired zzz" in capsys.readouterr().err
