@@ -291,17 +291,25 @@ def test_model_folder_with_a_corrupt_checkpoint(trained, tmp_path, capsys):
     assert_user_error(code, capsys.readouterr().err, "model.pt")
 
 
-def test_a_model_saved_before_the_annealing_existed_loads_as_trained(tmp_path):
+OLDER_SETTINGS = {
+    "assignment_anneal_epochs": [
+        "--learn-assignment-temperature",
+        "--assignment-anneal-epochs",
+        "0",
+    ],
+    "position_encoding": ["--position-encoding", "absolute"],
+}
+
+
+@pytest.mark.parametrize("setting,flags", OLDER_SETTINGS.items())
+def test_a_model_saved_before_a_setting_existed_loads_as_trained(tmp_path, setting, flags):
     learned = tmp_path / "learned"
-    code, _, stderr = run_main(
-        ["train", *TINY, "--epochs", "1", "--learn-assignment-temperature",
-         "--assignment-anneal-epochs", "0", "--out", learned],
-    )  # fmt: skip
+    code, _, stderr = run_main(["train", *TINY, "--epochs", "1", *flags, "--out", learned])
     assert code == 0, stderr
     older = tmp_path / "older"
     shutil.copytree(learned, older)
     meta = json.loads((older / "model.json").read_text())
-    del meta["config"]["model"]["assignment_anneal_epochs"]
+    del meta["config"]["model"][setting]
     (older / "model.json").write_text(json.dumps(meta))
     scores = []
     for folder in (learned, older):

@@ -82,7 +82,7 @@ class CausalTransformer(nn.Module):
         hidden_dropout: float,
         attention_dropout: float,
         input_dropout: float | None = None,
-        position_encoding: str = "absolute",
+        position_encoding: str = "relative",
     ):
         super().__init__()
         if position_encoding not in POSITION_ENCODINGS:

@@ -23,8 +23,12 @@ from sigma_pyro.runtime.checkpoint import (
 
 # Settings added after models were first saved, with the value that trains and scores such a
 # model as it was: a model.json without the key predates the setting, and today's default
-# would change (or refuse) it. Learned assignment temperatures predate the annealing.
-BEFORE_THE_SETTING_EXISTED = {("model", "assignment_anneal_epochs"): 0}
+# would change (or refuse) it. Learned assignment temperatures predate the annealing, and
+# absolute position embeddings the other encodings.
+BEFORE_THE_SETTING_EXISTED = {
+    ("model", "assignment_anneal_epochs"): 0,
+    ("model", "position_encoding"): "absolute",
+}
 
 
 @dataclass
