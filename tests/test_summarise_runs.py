@@ -81,7 +81,9 @@ def test_earlier_rows_join_and_variants_are_paired_over_common_seeds(tmp_path):
     assert sorted(runs.query("variant == 'a'")["seed"]) == [0, 1, 2]
     table = pd.read_csv(out / "paired.csv").set_index("metric")
     assert (table["variant"] == "b").all() and (table["pairs"] == 3).all()
-    assert table.loc["test_ndcg@20", "difference"] == pytest.approx((0.03 + 0.03 + 0.02) / 3, rel=1e-3)
+    assert table.loc["test_ndcg@20", "difference"] == pytest.approx(
+        (0.03 + 0.03 + 0.02) / 3, rel=1e-3
+    )
     assert 0 < table.loc["test_ndcg@20", "p"] < 0.05
 
 
