@@ -82,7 +82,8 @@ class CausalTransformer(nn.Module):
         hidden_dropout: float,
         attention_dropout: float,
         input_dropout: float | None = None,
-        position_encoding: str = "relative",
+        *,
+        position_encoding: str,  # no default here: ModelConfig holds the one default
     ):
         super().__init__()
         if position_encoding not in POSITION_ENCODINGS:
