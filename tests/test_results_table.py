@@ -245,3 +245,41 @@ def test_published_numbers_sit_beside_sigma_and_in_the_figure(tmp_path, capsys):
         err.strip() == f"sigma-pyro: error: {published}: row 1: recall@20 is not a number ('high')"
     )
     assert not (tmp_path / "other.md").exists()
+
+
+def tuning_csv(path: Path, command: str, lr: float) -> Path:
+    """A one-trial tuning.csv of `sigma-pyro tune`, its trial at ``lr``."""
+    trial = {"number": 0, "state": "complete", "param_lr": lr}
+    trial |= {f"valid_{m}": 0.08 for m in METRICS}
+    trial |= {"best_epoch": 7, "epochs": 12, "wall_seconds": 60.0, "criterion": "ndcg@20"}
+    trial |= {"code": "abc123", "command": command}
+    pd.DataFrame([trial]).to_csv(path, index=False)
+    return path
+
+
+def test_a_dataset_shows_each_of_its_studies_with_the_variant_it_trained(tmp_path, capsys):
+    office = write_csv(tmp_path / "Office_Products.csv", runs({"sigma": {}, "normal": {}}))
+    (tmp_path / "study").mkdir()
+    sweep = tuning_csv(tmp_path / "sweep.csv", "sigma-pyro tune --sweep lr=2", 2.0)
+    network = tuning_csv(
+        tmp_path / "study" / "tuning.csv", "sigma-pyro tune --prior deterministic", 0.5
+    )
+    out = tmp_path / "results.md"
+    entries = [f"Office_Products={sweep}", f"Office_Products={network}"]
+    assert main(["results", "--runs", str(office), "--tuning", *entries, "--out", str(out)]) == 0
+    text = out.read_text(encoding="utf-8")
+    sections = text.split("### Settings tried on validation")[1:]
+    assert len(sections) == 2
+    assert sections[0].lstrip().startswith("sigma trained once per trial")
+    assert "`lr=2`" in sections[0]
+    assert sections[1].lstrip().startswith("deterministic trained once per trial")
+    assert "`lr=0.5`" in sections[1]
+    assert f"--tuning Office_Products={sweep} Office_Products={network}" in text
+    capsys.readouterr()
+
+    assert main(["results", "--runs", str(office), "--tuning", f"Beauty={network}"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "sigma-pyro: error: --tuning Beauty: no results file of that dataset in --runs"
+    )
+    assert main(["results", "--runs", str(office), "--tuning", f"={network}"]) == 2
+    assert "expected DATASET=PATH" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """Reading the raw runs of the results table: the ``results.csv`` of ``sigma-pyro compare``
-and the ``tuning.csv`` of ``sigma-pyro tune``, one file per dataset named by its stem. A
-malformed file is a one-line DataError naming the file, row and column."""
+and the ``tuning.csv`` of ``sigma-pyro tune``, each file named by its dataset (its stem, or
+``DATASET=PATH`` for a study's own ``tuning.csv``). A malformed file is a one-line DataError
+naming the file, row and column."""
 
 from __future__ import annotations
 
@@ -87,12 +88,29 @@ def load_results(paths: Sequence[str | Path]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def load_tuning(paths: Sequence[str | Path]) -> dict[str, pd.DataFrame]:
-    """The ``tuning.csv`` of ``sigma-pyro tune`` per dataset (the file's stem)."""
-    tables = {}
-    for path in map(Path, paths):
-        if path.stem in tables:
-            raise DataError(f"{path}: tuning of {path.stem} given twice")
+def tuning_source(entry: str | Path) -> tuple[str, Path]:
+    """``DATASET=PATH``, or a path whose stem names the dataset."""
+    text = str(entry)
+    dataset, equals, path = text.partition("=")
+    if equals:
+        if not dataset or not path:
+            raise DataError(
+                f"--tuning {text}: expected DATASET=PATH or a CSV named after its dataset"
+            )
+        return dataset, Path(path)
+    return Path(text).stem, Path(text)
+
+
+def load_tuning(entries: Sequence[str | Path]) -> dict[str, list[pd.DataFrame]]:
+    """The ``tuning.csv`` tables of ``sigma-pyro tune`` per dataset, in the order given: a
+    dataset may have several studies (say, one of the shared network and one of a
+    variant's own knobs)."""
+    tables: dict[str, list[pd.DataFrame]] = {}
+    seen: set[Path] = set()
+    for dataset, path in map(tuning_source, entries):
+        if path.resolve() in seen:
+            raise DataError(f"{path}: tuning file given twice")
+        seen.add(path.resolve())
         frame = _read_csv(path)
         required = (
             "number",
@@ -112,5 +130,5 @@ def load_tuning(paths: Sequence[str | Path]) -> dict[str, pd.DataFrame]:
         for column in ("code", "command", "retry_of", "error"):
             if column not in frame.columns:
                 frame[column] = None
-        tables[path.stem] = frame
+        tables.setdefault(dataset, []).append(frame)
     return tables

@@ -91,11 +91,27 @@ def _paired_table(runs: pd.DataFrame) -> str:
     return markdown_table(header, rows)
 
 
+def _trained_prior(table: pd.DataFrame) -> str:
+    """The variant a study trained: its command's ``--prior``, else the presets' sigma."""
+    for command in table["command"].dropna().astype(str):
+        words = shlex.split(command)
+        for flag, value in zip(words, words[1:], strict=False):
+            if flag == "--prior":
+                return value
+        for word in words:
+            if word.startswith("--prior="):
+                return word.partition("=")[2]
+    return SUBJECT
+
+
 def _tuning_section(table: pd.DataFrame) -> str:
     return (
-        "### Settings tried on validation\n\nsigma trained once per trial, on one seed, with "
-        "the settings shown in place of the preset's; the test split was not scored. The "
-        "trials, as run:\n\n" + tuning_provenance(table) + "\n\n" + tuning_summary(table)
+        f"### Settings tried on validation\n\n{_trained_prior(table)} trained once per trial, "
+        "on one seed, with the settings shown in place of the preset's; the test split was not "
+        "scored. The trials, as run:\n\n"
+        + tuning_provenance(table)
+        + "\n\n"
+        + tuning_summary(table)
     )
 
 
@@ -120,7 +136,9 @@ def _published_section(ok: pd.DataFrame, published: pd.DataFrame) -> str:
 
 
 def _dataset_section(
-    runs: pd.DataFrame, tuning: pd.DataFrame | None = None, published: pd.DataFrame | None = None
+    runs: pd.DataFrame,
+    tuning: Sequence[pd.DataFrame] = (),
+    published: pd.DataFrame | None = None,
 ) -> str:
     ok = runs[runs["status"] == "ok"]
     parts = (
@@ -138,8 +156,7 @@ def _dataset_section(
                 f"- {row.prior} seed {row.seed}: {row.status}" for row in failed.itertuples()
             )
         )
-    if tuning is not None:
-        parts.append(_tuning_section(tuning))
+    parts += [_tuning_section(table) for table in tuning]
     return "\n\n".join(parts) + "\n"
 
 
@@ -200,7 +217,7 @@ def render_results(
     results: pd.DataFrame,
     command: str,
     machine: str,
-    tuning: dict[str, pd.DataFrame] | None = None,
+    tuning: dict[str, list[pd.DataFrame]] | None = None,
     published: pd.DataFrame | None = None,
     figure: str | None = None,
 ) -> str:
@@ -219,7 +236,7 @@ def render_results(
         text.write(f"\n![test Recall@20 and NDCG@20 of every variant]({figure})\n")
     for dataset, runs in results.groupby("dataset", sort=False):
         mine = None if published is None else published[published["dataset"] == dataset]
-        section = _dataset_section(runs, tuning.get(dataset), mine)
+        section = _dataset_section(runs, tuning.get(dataset, ()), mine)
         text.write(f"\n## {dataset}\n\n{section}")
     text.write("\n" + NOTES)
     return text.getvalue()
@@ -240,8 +257,9 @@ def write_results(
     figure_path: str | Path | None = None,
 ) -> str:
     """Render the runs of ``paths`` (and the tuning trials of ``tuning_paths``, matched to
-    datasets by file stem, and the published numbers of ``published_path``) into ``out``,
-    with the figure at ``figure_path``; returns the Markdown."""
+    datasets by file stem or ``DATASET=PATH``, and the published numbers of
+    ``published_path``) into ``out``, with the figure at ``figure_path``; returns the
+    Markdown."""
     results = load_results(paths)
     tuning = load_tuning(tuning_paths)
     unmatched = sorted(set(tuning) - set(results["dataset"]))

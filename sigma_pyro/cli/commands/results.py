@@ -25,12 +25,12 @@ def register(sub) -> None:
     )
     parser.add_argument(
         "--tuning",
-        type=Path,
         nargs="*",
         default=[],
-        metavar="CSV",
-        help="tuning.csv files of `sigma-pyro tune`, named after their "
-        "dataset like the --runs files, e.g. results/tuning/*.csv",
+        metavar="[DATASET=]CSV",
+        help="tuning.csv files of `sigma-pyro tune`, each named after its dataset like the "
+        "--runs files, or given as DATASET=CSV (e.g. Office_Products=results/tuning/"
+        "office-shared-network/tuning.csv); a dataset may have several",
     )
     parser.add_argument(
         "--published",
