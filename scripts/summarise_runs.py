@@ -78,7 +78,9 @@ def plot(curves: pd.DataFrame, path: Path) -> None:
 
 
 def paired(runs: pd.DataFrame, base: str) -> pd.DataFrame:
-    """Each variant against ``base`` over the seeds both finished."""
+    """Each variant against ``base`` over the seeds both finished, on the metrics the runs
+    hold (folders without a metrics.json, such as those of `sigma-pyro compare`, have no
+    test columns)."""
     results = runs.rename(columns={"variant": "prior"}).assign(
         status=lambda frame: frame["finished"].map({True: "ok", False: "running"})
     )
@@ -87,6 +89,7 @@ def paired(runs: pd.DataFrame, base: str) -> pd.DataFrame:
         | paired_comparison(results, metric, variant, reference=base)
         for variant in sorted(set(runs["variant"]) - {base})
         for metric in PAIRED_METRICS
+        if metric in runs
     )
 
 

@@ -92,3 +92,14 @@ def test_pairing_against_an_unknown_variant_is_an_error(tmp_path, capsys):
     argv = [str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--paired", "zzz"]
     assert summarise(argv) == 2
     assert "--paired zzz" in capsys.readouterr().err
+
+
+def test_runs_without_test_metrics_are_paired_on_validation_only(tmp_path):
+    runs = tmp_path / "runs"
+    write_run(runs / "a-seed0", [0.1], None)
+    write_run(runs / "b-seed0", [0.2], None)
+    out = tmp_path / "out"
+    assert summarise([str(runs), "--out", str(out), "--paired", "a"]) == 0
+    table = pd.read_csv(out / "paired.csv")
+    assert list(table["metric"]) == ["valid_ndcg@20"]
+    assert (table["pairs"] == 0).all()  # neither run has finished
