@@ -108,9 +108,9 @@ def load_tuning(entries: Sequence[str | Path]) -> dict[str, list[pd.DataFrame]]:
     tables: dict[str, list[pd.DataFrame]] = {}
     seen: set[Path] = set()
     for dataset, path in map(tuning_source, entries):
-        if path.resolve() in seen:
+        if (resolved := path.resolve()) in seen:
             raise DataError(f"{path}: tuning file given twice")
-        seen.add(path.resolve())
+        seen.add(resolved)
         frame = _read_csv(path)
         required = (
             "number",

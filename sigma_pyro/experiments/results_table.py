@@ -95,12 +95,10 @@ def _trained_prior(table: pd.DataFrame) -> str:
     """The variant a study trained: its command's ``--prior``, else the presets' sigma."""
     for command in table["command"].dropna().astype(str):
         words = shlex.split(command)
-        for flag, value in zip(words, words[1:], strict=False):
+        for word, following in zip(words, [*words[1:], ""], strict=True):
+            flag, equals, value = word.partition("=")
             if flag == "--prior":
-                return value
-        for word in words:
-            if word.startswith("--prior="):
-                return word.partition("=")[2]
+                return value if equals else following
     return SUBJECT
 
 
