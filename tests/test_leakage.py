@@ -22,7 +22,9 @@ NUM_ITEMS = 30
 ATOL = 1e-5
 
 
-def noisy_module(prior: str, seed: int = 0, position_encoding: str = "absolute") -> SigmaModule:
+def noisy_module(
+    prior: str, seed: int = 0, position_encoding: str = "absolute", frequency_mix: float = 0.0
+) -> SigmaModule:
     # Non-zero dropout everywhere: eval() must switch it off for the checks to be exact.
     module = make_module(
         prior,
@@ -34,6 +36,7 @@ def noisy_module(prior: str, seed: int = 0, position_encoding: str = "absolute")
         hidden_dropout=0.3,
         attention_dropout=0.3,
         position_encoding=position_encoding,
+        frequency_mix=frequency_mix,
     )
     # Move item embeddings away from the tiny init so that items really differ, and the
     # distance biases away from zero so that they shape attention.
@@ -42,6 +45,9 @@ def noisy_module(prior: str, seed: int = 0, position_encoding: str = "absolute")
         for transformer in (module.encoder, module.decoder):
             if position_encoding == "relative":
                 transformer.distance_bias.normal_(0.0, 1.0)
+            for block in transformer.blocks:
+                if block.frequency_filter is not None:
+                    block.frequency_filter.sqrt_beta.normal_(0.0, 1.0)
     return module.eval()
 
 
@@ -145,6 +151,27 @@ def test_decoder_is_causal(seed, t, positions):
     assert_suffix_changed(out_a, out_b, t, "decoder output")
     # Item scores at position t derive from the decoder output at t alone.
     assert_prefix_equal(module.item_logits(out_a), module.item_logits(out_b), t, "item logits")
+
+
+@pytest.mark.parametrize("seed,t", CASES)
+@torch.no_grad()
+def test_frequency_filter_is_causal(seed, t):
+    """BSARec's filter is an FFT over the whole window; ours must still see only <= t."""
+    module = noisy_module("normal", seed, "relative", frequency_mix=0.7)
+    g = torch.Generator().manual_seed(250 + seed)
+    items = random_items(g)
+    changed = perturb_after(items, t, g)
+    loc_a, _ = module.encode(items)
+    loc_b, _ = module.encode(changed)
+    assert_prefix_equal(loc_a, loc_b, t, "encoder loc with the frequency filter")
+    assert_suffix_changed(loc_a, loc_b, t, "encoder loc with the frequency filter")
+    z = torch.randn(4, MAX_LEN, HIDDEN, generator=g)
+    z_changed = z.clone()
+    z_changed[:, t + 1 :] = 10.0 * torch.randn(4, MAX_LEN - t - 1, HIDDEN, generator=g)
+    full = torch.full((4,), MAX_LEN)
+    out_a, out_b = module.decode(z, full), module.decode(z_changed, full)
+    assert_prefix_equal(out_a, out_b, t, "decoder output with the frequency filter")
+    assert_suffix_changed(out_a, out_b, t, "decoder output with the frequency filter")
 
 
 @pytest.mark.parametrize("seed,t", CASES)

@@ -70,6 +70,13 @@ def check_ranges(config: Config) -> None:
             raise ConfigError(f"{flag(name)} must be in [0, 1), got {value}")
     if m.max_seq_length < 2:
         raise ConfigError(f"{flag('max_seq_length')} must be at least 2, got {m.max_seq_length}")
+    if not 0.0 <= m.frequency_mix <= 1.0:
+        raise ConfigError(f"{flag('frequency_mix')} must be in [0, 1], got {m.frequency_mix}")
+    if not 1 <= m.frequency_bins <= m.max_seq_length // 2 + 1:
+        raise ConfigError(
+            f"{flag('frequency_bins')} must be in [1, {m.max_seq_length // 2 + 1}] "
+            f"({flag('max_seq_length')} // 2 + 1), got {m.frequency_bins}"
+        )
     if m.hidden_size % m.num_heads:
         raise ConfigError(
             f"{flag('hidden_size')} ({m.hidden_size}) must be divisible by "

@@ -49,6 +49,12 @@ class ModelConfig:
     # Office, 4 seeds, and Beauty, 3 seeds: docs/tuning.md) or "recency" (its index back
     # from the sequence's last item, what SASRec's left padding gives).
     position_encoding: str = "relative"
+    # BSARec's token mixer (Shin et al., AAAI 2024), made causal: each block mixes
+    # frequency_mix x a frequency filter with (1 - frequency_mix) x attention. The filter keeps
+    # the frequency_bins lowest frequencies of an FFT over the max_seq_length window (BSARec's
+    # c = 2 x bins - 1) and learns a rescaling of the rest. 0: attention only.
+    frequency_mix: float = 0.0
+    frequency_bins: int = 3
     # Free bits (Kingma et al., 2016): the KL of z costs nothing up to this many nats per
     # real token of the batch, so its gradient (on encoder and prior alike) vanishes there;
     # above it the KL costs its full annealed weight. 0: the plain (weighted) ELBO.

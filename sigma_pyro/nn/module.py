@@ -63,6 +63,8 @@ class SigmaModule(nn.Module):
             config.hidden_dropout,
             config.attention_dropout,
             position_encoding=config.position_encoding,
+            frequency_mix=config.frequency_mix,
+            frequency_bins=config.frequency_bins,
         )
         self.loc_head = nn.Linear(d, d)
         self.scale_head = nn.Linear(d, d)
@@ -78,6 +80,8 @@ class SigmaModule(nn.Module):
             config.attention_dropout,
             input_dropout=config.decoder_input_dropout,
             position_encoding=config.position_encoding,
+            frequency_mix=config.frequency_mix,
+            frequency_bins=config.frequency_bins,
         )
         self.prior = build_prior(config)
         self.interest_embedding = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -10,12 +12,60 @@ from sigma_pyro.config.checks import POSITION_ENCODINGS
 from sigma_pyro.nn.dropout import Dropout
 
 
+def low_pass_kernel(window: int, bins: int) -> torch.Tensor:
+    """Weights [window] by distance d back from the filtered position: the last row of the
+    projection onto the ``bins`` lowest frequencies of a real FFT over ``window`` steps.
+
+    BSARec filters each left-padded prefix sample with that FFT and reads the result at the
+    window's last index, which is exactly this kernel applied to the items d steps back.
+    The FFT over a whole right-padded sequence would let position t see later items."""
+    distance = torch.arange(window, dtype=torch.float64)
+    frequencies = torch.arange(1, bins, dtype=torch.float64)
+    # Bin 0 once; every other kept bin with its mirror image (their sum is real).
+    waves = torch.cos(2 * math.pi * frequencies.unsqueeze(1) * distance / window)
+    weight = 1.0 + 2.0 * waves.sum(0)
+    if bins > 1 and window % 2 == 0 and bins - 1 == window // 2:
+        weight -= waves[-1]  # the Nyquist bin has no mirror image
+    return (weight / window).float()
+
+
+class CausalFrequencyFilter(nn.Module):
+    """BSARec's frequency rescaler made causal: ``low + beta^2 * (x - low)``, where ``low``
+    at position t is the low-pass kernel over positions t, t-1, ... (nothing before the
+    sequence's start) and ``beta`` is learned per feature, rescaling the high frequencies."""
+
+    def __init__(self, hidden_size: int, max_length: int, bins: int):
+        super().__init__()
+        kernel = low_pass_kernel(max_length, bins)
+        positions = torch.arange(max_length)
+        distance = positions.unsqueeze(1) - positions.unsqueeze(0)  # [L, L]: t - j
+        mixing = torch.where(distance >= 0, kernel[distance.clamp_min(0)], 0.0)
+        # Not saved: rebuilt from the settings, so it cannot drift from them.
+        self.register_buffer("mixing", mixing, persistent=False)
+        self.sqrt_beta = nn.Parameter(torch.ones(hidden_size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        length = x.shape[1]
+        low = torch.einsum("tj,bjd->btd", self.mixing[:length, :length].to(x.dtype), x)
+        return low + self.sqrt_beta.square() * (x - low)
+
+
 class CausalSelfAttentionBlock(nn.Module):
     """One pre-norm transformer block. Attention and hidden dropout are separate settings
-    because the published presets use different values for them."""
+    because the published presets use different values for them.
+
+    With ``frequency_mix`` alpha > 0 the token mixer is BSARec's: alpha times the causal
+    frequency filter plus 1 - alpha times attention, both of the same normed input."""
 
     def __init__(
-        self, hidden_size: int, num_heads: int, hidden_dropout: float, attention_dropout: float
+        self,
+        hidden_size: int,
+        num_heads: int,
+        hidden_dropout: float,
+        attention_dropout: float,
+        frequency_mix: float = 0.0,
+        max_length: int = 0,
+        frequency_bins: int = 0,
     ):
         super().__init__()
         if hidden_size % num_heads:
@@ -33,12 +83,19 @@ class CausalSelfAttentionBlock(nn.Module):
             nn.Linear(4 * hidden_size, hidden_size),
         )
         self.dropout = Dropout(hidden_dropout)
+        self.frequency_mix = frequency_mix
+        self.frequency_filter = (
+            CausalFrequencyFilter(hidden_size, max_length, frequency_bins)
+            if frequency_mix > 0
+            else None
+        )
 
     def forward(self, x: torch.Tensor, distance_bias: torch.Tensor | None = None) -> torch.Tensor:
         """``distance_bias`` [H, L, L] is added to the attention logits, -inf above the
         diagonal; without it attention is plainly causal."""
         batch, length, width = x.shape
-        q, k, v = self.qkv(self.norm_attention(x)).chunk(3, dim=-1)
+        normed = self.norm_attention(x)
+        q, k, v = self.qkv(normed).chunk(3, dim=-1)
         heads = lambda t: t.view(batch, length, self.num_heads, -1).transpose(1, 2)  # noqa: E731
         # is_causal, or the -inf of distance_bias above the diagonal, is the whole leakage
         # guarantee: position t attends to positions <= t.
@@ -50,9 +107,11 @@ class CausalSelfAttentionBlock(nn.Module):
             is_causal=distance_bias is None,
             dropout_p=self.attention_dropout if self.training else 0.0,
         )
-        x = x + self.dropout(
-            self.attention_out(attended.transpose(1, 2).reshape(batch, length, width))
-        )
+        mixed = self.attention_out(attended.transpose(1, 2).reshape(batch, length, width))
+        if self.frequency_filter is not None:
+            alpha = self.frequency_mix
+            mixed = alpha * self.frequency_filter(normed) + (1 - alpha) * mixed
+        x = x + self.dropout(mixed)
         return x + self.dropout(self.ffn(self.norm_ffn(x)))
 
 
@@ -71,7 +130,10 @@ class CausalTransformer(nn.Module):
     (BSARec's recipe).
 
     ``input_dropout`` applies to the input vectors (default: ``hidden_dropout``); the
-    decoder sets it apart because its inputs are z, not embeddings."""
+    decoder sets it apart because its inputs are z, not embeddings.
+
+    ``frequency_mix`` and ``frequency_bins`` give every block BSARec's frequency filter
+    (``CausalFrequencyFilter``); a mix of 0 is plain attention."""
 
     def __init__(
         self,
@@ -84,6 +146,8 @@ class CausalTransformer(nn.Module):
         input_dropout: float | None = None,
         *,
         position_encoding: str,  # no default here: ModelConfig holds the one default
+        frequency_mix: float = 0.0,
+        frequency_bins: int = 3,
     ):
         super().__init__()
         if position_encoding not in POSITION_ENCODINGS:
@@ -99,7 +163,15 @@ class CausalTransformer(nn.Module):
         self.input_norm = nn.LayerNorm(hidden_size)
         self.dropout = Dropout(hidden_dropout if input_dropout is None else input_dropout)
         self.blocks = nn.ModuleList(
-            CausalSelfAttentionBlock(hidden_size, num_heads, hidden_dropout, attention_dropout)
+            CausalSelfAttentionBlock(
+                hidden_size,
+                num_heads,
+                hidden_dropout,
+                attention_dropout,
+                frequency_mix,
+                max_length,
+                frequency_bins,
+            )
             for _ in range(num_layers)
         )
         self.output_norm = nn.LayerNorm(hidden_size)

@@ -24,6 +24,10 @@ HELP = {
     "0); no effect on the deterministic prior",
     "decoder_input_dropout": "dropout on z at the decoder's input (default 0; earlier versions "
     "applied --hidden-dropout there)",
+    "frequency_mix": "weight of BSARec's causal frequency filter against attention in every "
+    "block (default 0: attention only)",
+    "frequency_bins": "lowest FFT frequencies the filter keeps as its low band (default 3, "
+    "BSARec's c = 5)",
     "interest_positions": "positions whose interests the interest head scores: all or last",
     "interest_subsample": "positions per batch scored by the interest head (0: all)",
     "ks": "cut-offs K for Recall@K and NDCG@K, e.g. 5,10,20,40",
