@@ -10,7 +10,10 @@ lock is inherited mid-use.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
+import threading
+import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -38,11 +41,33 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _in_worker(threads: int, function: Callable[..., dict], args: tuple, tag: str) -> dict:
+# How often a worker checks that the process that started it is still alive.
+PARENT_CHECK_SECONDS = 2.0
+_watching_parent = False
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    """Ends this worker once its parent is gone. A pool's workers outlive a parent killed by
+    a signal it cannot clean up after (SIGTERM, SIGKILL); left running, a study's workers
+    went on training their trials beside the study resumed in their place. Whatever they
+    had finished is saved per epoch, so a retry resumes where they stopped."""
+    while True:
+        time.sleep(PARENT_CHECK_SECONDS)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
+def _in_worker(
+    parent: int, threads: int, function: Callable[..., dict], args: tuple, tag: str
+) -> dict:
     import torch
 
     from sigma_pyro.runtime.allocator import configure_process_memory
 
+    global _watching_parent
+    if not _watching_parent:  # once per worker, which may run many calls
+        threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
+        _watching_parent = True
     configure_process_memory()  # a spawned process starts with glibc's defaults again
     torch.set_num_threads(threads)
     return recorded_run(function, args, tag, _stderr)
@@ -70,7 +95,7 @@ def run_all(
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         futures = {
-            pool.submit(_in_worker, threads, function, args, tag): key
+            pool.submit(_in_worker, os.getpid(), threads, function, args, tag): key
             for key, (function, args, tag) in calls.items()
         }
         for future in as_completed(futures):
