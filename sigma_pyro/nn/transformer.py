@@ -42,6 +42,8 @@ class CausalFrequencyFilter(nn.Module):
         mixing = torch.where(distance >= 0, kernel[distance.clamp_min(0)], 0.0)
         # Not saved: rebuilt from the settings, so it cannot drift from them.
         self.register_buffer("mixing", mixing, persistent=False)
+        # BSARec draws sqrt_beta from N(0, 1); at 1 the filter starts as the identity, so
+        # a block starts as attention mixed with its own input rather than with noise.
         self.sqrt_beta = nn.Parameter(torch.ones(hidden_size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
