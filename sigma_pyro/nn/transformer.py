@@ -65,9 +65,9 @@ class CausalSelfAttentionBlock(nn.Module):
         num_heads: int,
         hidden_dropout: float,
         attention_dropout: float,
-        frequency_mix: float = 0.0,
-        max_length: int = 0,
-        frequency_bins: int = 0,
+        frequency_mix: float,
+        max_length: int,
+        frequency_bins: int,
     ):
         super().__init__()
         if hidden_size % num_heads:
@@ -147,9 +147,10 @@ class CausalTransformer(nn.Module):
         attention_dropout: float,
         input_dropout: float | None = None,
         *,
-        position_encoding: str,  # no default here: ModelConfig holds the one default
-        frequency_mix: float = 0.0,
-        frequency_bins: int = 3,
+        # No defaults here: ModelConfig holds the one default of each.
+        position_encoding: str,
+        frequency_mix: float,
+        frequency_bins: int,
     ):
         super().__init__()
         if position_encoding not in POSITION_ENCODINGS:
