@@ -522,6 +522,29 @@ def test_the_shipped_spaces_load_against_every_preset():
     assert describe(load_space("kl")["kl_cap"]) == "reals 0.0001 to 1, log-uniform"
 
 
+def test_spaces_given_together_search_as_one_and_resume_as_given(tmp_path, monkeypatch, capsys):
+    fake_training(monkeypatch)
+    out = tmp_path / "study"
+    own = write(tmp_path / "own.yaml", "num_interests: {type: categorical, choices: [2, 4]}\n")
+    argv = ["tune", "--space", "kl", "--space", str(own), "--trials", "2", "--out", str(out)]
+    assert main([*argv, *TINY_FLAGS]) == 0
+    table = pd.read_csv(out / "tuning.csv")
+    assert {"param_kl_cap", "param_kl_free_bits", "param_num_interests"} <= set(table.columns)
+    report = (out / "tuning.md").read_text(encoding="utf-8")
+    assert f"--space kl --space {own}" in report
+    assert f"`kl` and `{own}`:" in report
+
+
+def test_a_setting_in_two_spaces_is_a_one_line_error(tmp_path, capsys):
+    twice = write(tmp_path / "twice.yaml", "kl_cap: {type: float, low: 0.01, high: 0.1}\n")
+    out = tmp_path / "study"
+    argv = ["tune", "--space", "kl", "--space", str(twice), "--trials", "1", "--out", str(out)]
+    assert main([*argv, *TINY_FLAGS]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{twice}: kl_cap: also searched by" in err, err
+    assert not out.exists()
+
+
 def test_the_command_prints_the_report(tmp_path, space, monkeypatch, capsys):
     fake_training(monkeypatch)
     out = tmp_path / "study"

@@ -5,6 +5,7 @@ trains."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 from optuna.distributions import (
@@ -49,7 +50,9 @@ SPEC_KEYS = {
 
 
 def load_space(
-    source: str | Path, preset: str | None = None, overrides: dict | None = None
+    sources: str | Path | Sequence[str | Path],
+    preset: str | None = None,
+    overrides: dict | None = None,
 ) -> dict[str, BaseDistribution]:
     """Setting -> Optuna distribution, from a YAML mapping of settings to specs::
 
@@ -57,22 +60,32 @@ def load_space(
         num_layers: {type: int, low: 1, high: 3}          # also step
         hidden_size: {type: categorical, choices: [64, 128, 256]}
 
-    Each bound and choice is checked by building the preset's configuration with it (and
-    the fixed ``overrides``), so that a value the configuration rejects fails before any
-    trial trains."""
-    path = space_path(str(source))
-    specs = read_yaml(path)
-    if not isinstance(specs, dict) or not specs:
-        raise ConfigError(
-            f"{path}: expected a mapping of settings to search specs, "
-            "e.g. lr: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}"
-        )
+    Several sources make one space (``kl`` and ``sigma`` together give the sigma prior its
+    own knobs in one study, with the same trial budget as a variant that has only the KL's),
+    and a setting in two of them is an error rather than one silently winning. Each bound
+    and choice is checked by building the preset's configuration with it (and the fixed
+    ``overrides``), so that a value the configuration rejects fails before any trial trains."""
     overrides = dict(overrides or {})
-    space = {}
-    for name, spec in specs.items():
-        where = f"{path}: {name}"
-        kind = _tunable_type(where, name, overrides)
-        space[name] = _checked(where, name, _distribution(where, spec, kind), preset, overrides)
+    space: dict[str, BaseDistribution] = {}
+    origin: dict[str, Path] = {}
+    for source in [sources] if isinstance(sources, (str, Path)) else sources:
+        path = space_path(str(source))
+        specs = read_yaml(path)
+        if not isinstance(specs, dict) or not specs:
+            raise ConfigError(
+                f"{path}: expected a mapping of settings to search specs, "
+                "e.g. lr: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}"
+            )
+        for name, spec in specs.items():
+            where = f"{path}: {name}"
+            if name in origin:
+                raise ConfigError(f"{where}: also searched by {origin[name]}; give it once")
+            kind = _tunable_type(where, name, overrides)
+            distribution = _distribution(where, spec, kind)
+            space[name] = _checked(where, name, distribution, preset, overrides)
+            origin[name] = path
+    if not space:
+        raise ConfigError("--space: give at least one search space")
     return space
 
 

@@ -52,7 +52,7 @@ class TuningPlan:
     """Everything a worker process needs to run trials of the study."""
 
     out: Path
-    space_source: str
+    space_sources: tuple[str, ...]
     space: dict[str, BaseDistribution]
     trials: int
     preset: str | None

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -48,7 +48,7 @@ STUDY_FILE = "study.db"
 
 def command_line(
     out: Path,
-    space: str,
+    spaces: tuple[str, ...],
     trials: int,
     preset: str | None,
     overrides: dict,
@@ -56,7 +56,8 @@ def command_line(
 ) -> str:
     """The ``sigma-pyro tune`` invocation that resumes (or, with a larger ``--trials``,
     extends) the study."""
-    words = ["sigma-pyro", "tune", "--space", space, "--trials", str(trials), "--out", str(out)]
+    words = ["sigma-pyro", "tune", *(w for space in spaces for w in ("--space", space))]
+    words += ["--trials", str(trials), "--out", str(out)]
     words += ["--preset", preset] if preset is not None else []
     for option, value in options.items():
         words += [option, str(value)] if value is not None else []
@@ -65,7 +66,7 @@ def command_line(
 
 def run_tuning(
     out_dir: str | Path,
-    space: str | Path,
+    space: str | Path | Sequence[str | Path],
     trials: int,
     preset: str | None = None,
     overrides: dict | None = None,
@@ -80,14 +81,15 @@ def run_tuning(
 ) -> pd.DataFrame:
     """Run (or resume) the study until it has ``trials`` finished trials (complete or
     pruned) or ``timeout`` seconds have passed, and write ``tuning.csv`` and ``tuning.md``;
-    returns the table of every trial. ``space`` is a YAML file or a shipped space's name
-    (:func:`load_space`); ``overrides`` are flat settings fixed for every trial (``path``,
-    ``epochs``, ...); ``jobs`` worker processes run trials side by side, each with an equal
-    share of torch's threads (their logs go to stderr)."""
+    returns the table of every trial. ``space`` is a YAML file or a shipped space's name,
+    or several that together make one space (:func:`load_space`); ``overrides`` are flat
+    settings fixed for every trial (``path``, ``epochs``, ...); ``jobs`` worker processes run
+    trials side by side, each with an equal share of torch's threads (their logs go to
+    stderr)."""
     out = Path(out_dir)
     plan = _plan(
         out,
-        str(space),
+        tuple(map(str, [space] if isinstance(space, (str, Path)) else space)),
         trials,
         preset,
         dict(overrides or {}),
@@ -119,7 +121,7 @@ def run_tuning(
 
 def _plan(
     out: Path,
-    space: str,
+    spaces: tuple[str, ...],
     trials: int,
     preset: str | None,
     overrides: dict,
@@ -145,7 +147,7 @@ def _plan(
         raise ConfigError(
             f"--early-stop-metric {criterion}: tuning ranks by one of {', '.join(METRICS)}"
         )
-    distributions = load_space(space, preset, overrides)
+    distributions = load_space(spaces, preset, overrides)
     make_sampler(sampler, distributions, None)
     options = {
         "--storage": storage,
@@ -157,7 +159,7 @@ def _plan(
     }
     return TuningPlan(
         out=out,
-        space_source=space,
+        space_sources=spaces,
         space=distributions,
         trials=trials,
         preset=preset,
@@ -169,7 +171,7 @@ def _plan(
         seed=base.train.seed,
         timeout=timeout,
         criterion=criterion,
-        command=command_line(out, space, trials, preset, overrides, options),
+        command=command_line(out, spaces, trials, preset, overrides, options),
         revision=git_revision(),
     )
 

@@ -216,7 +216,7 @@ def render_tuning(table: pd.DataFrame, plan: TuningPlan) -> str:
         ]
     space = [[f"`{name}`", describe(d)] for name, d in plan.space.items()]
     parts += [
-        f"## Search space\n\n`{plan.space_source}`:",
+        f"## Search space\n\n{' and '.join(f'`{s}`' for s in plan.space_sources)}:",
         markdown_table(["setting", "values"], space),
     ]
     return "\n\n".join(parts) + "\n"

@@ -29,9 +29,11 @@ def register(sub) -> None:
     parser.add_argument(
         "--space",
         required=True,
+        action="append",
         metavar="FILE",
         help="search space: a YAML file of settings and ranges, or a shipped one: "
-        f"{', '.join(space_names())}",
+        f"{', '.join(space_names())}; given more than once, the spaces search together "
+        "(a setting may be in one of them only)",
     )
     parser.add_argument(
         "--trials",
