@@ -21,7 +21,7 @@ import sigma_pyro.experiments.tuning as tuning
 import sigma_pyro.experiments.tuning_report as tuning_report
 import sigma_pyro.inference.training as training
 from sigma_pyro.cli.main import main
-from sigma_pyro.config import load_config
+from sigma_pyro.config import load_config, nest_overrides
 from sigma_pyro.errors import ConfigError, TrainingError
 from sigma_pyro.experiments.compare import METRICS
 from sigma_pyro.experiments.search_space import describe, load_space
@@ -520,6 +520,27 @@ def test_the_shipped_spaces_load_against_every_preset():
         for preset in ("synthetic", "beauty", "toys", "office"):
             assert load_space(name, preset)
     assert describe(load_space("kl")["kl_cap"]) == "reals 0.0001 to 1, log-uniform"
+
+
+def test_the_best_trial_is_written_as_a_preset_with_each_value_commented(
+    tmp_path, space, monkeypatch
+):
+    fake_training(monkeypatch, score=lambda c: c.model.num_interests - c.model.hidden_dropout)
+    (tmp_path / "presets").mkdir()
+    preset = write(tmp_path / "presets" / "mine.yaml", "base: synthetic\nmodel: {hidden_size: 8}\n")
+    out = tmp_path / "studies" / "study"
+    tune(out, space, 4, sampler="random", preset=str(preset), overrides={"hidden_size": 16})
+    best = max(stored_trials(out), key=lambda t: t.value)
+    text = (out / "best.yaml").read_text(encoding="utf-8")
+    assert f"trial {best.number} of the study study:" in text
+    assert text.count(f"# trial {best.number} of the study study") == 2  # one per tuned value
+    assert "The study fixed, and its trials were trained with: --synthetic-users 120" in text
+    assert "base: ../../presets/mine.yaml" in text
+    # The file trains what the best trial trained, given the flags the study fixed.
+    tuned = load_config(str(out / "best.yaml"), nest_overrides(TINY)).model
+    assert tuned.num_interests == best.params["num_interests"]
+    assert tuned.hidden_dropout == best.params["hidden_dropout"]
+    assert f"`{out / 'best.yaml'}`" in (out / "tuning.md").read_text(encoding="utf-8")
 
 
 def test_spaces_given_together_search_as_one_and_resume_as_given(tmp_path, monkeypatch, capsys):

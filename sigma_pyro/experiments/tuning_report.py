@@ -15,6 +15,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sigma_pyro.experiments.metrics import METRICS
 from sigma_pyro.experiments.reporting import duration, markdown_table, number, override_flags
 from sigma_pyro.experiments.search_space import describe
+from sigma_pyro.experiments.tuned_preset import BEST_PRESET, best_preset_text
 from sigma_pyro.runtime.checkpoint import atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -78,6 +79,11 @@ def write_reports(plan: TuningPlan, study: optuna.Study) -> pd.DataFrame:
     table = trials_table(trials, plan.space)
     atomic_write_bytes(plan.out / RESULTS, table.to_csv(index=False).encode("utf-8"))
     atomic_write_bytes(plan.out / REPORT, render_tuning(table, plan).encode("utf-8"))
+    best = best_trial(table)
+    if best is not None:
+        trial = next(t for t in trials if t.number == best["number"])
+        text = best_preset_text(plan, trial)
+        atomic_write_bytes(plan.out / BEST_PRESET, text.encode("utf-8"))
     return table
 
 
@@ -213,6 +219,8 @@ def render_tuning(table: pd.DataFrame, plan: TuningPlan) -> str:
         parts += [
             "Train the best settings (and then score them on test) with:",
             f"    {shlex.join(train)}",
+            f"They are also a preset, `{plan.out / BEST_PRESET}`, each value commented with "
+            "the trial that chose it.",
         ]
     space = [[f"`{name}`", describe(d)] for name, d in plan.space.items()]
     parts += [
