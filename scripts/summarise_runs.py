@@ -10,11 +10,15 @@ runs.csv (one row a run), variants.csv (mean and standard deviation over the see
 each variant), curves.csv and curves.png (training loss and validation NDCG@20 against
 optimiser steps).
 
-``--earlier CSV`` adds the rows of an earlier runs.csv whose run folders are gone (a
-folder's own row wins over an earlier one of the same variant and seed; earlier runs have
-no curves here). ``--paired BASE`` also writes paired.csv: every other variant against BASE
-over the seeds both finished, the mean difference and the paired t-test's p-value of
-validation and test NDCG@20 and test Recall@20.
+Several folders may be given; ``LABEL=RUNS`` names its variants ``<variant>@LABEL``, so
+that two grids of the same variants (``sigma-pyro compare`` with two settings) sit side by
+side. A `compare` run folder has no metrics.json: ``--compare CSV`` (its grid's
+results.csv) supplies the test metrics of the runs it lists. ``--earlier CSV`` adds the
+rows of an earlier runs.csv whose run folders are gone (a folder's own row wins over an
+earlier one of the same variant and seed; earlier runs have no curves here). ``--paired
+BASE`` (more than once for several bases) also writes paired.csv: every other variant
+against BASE over the seeds both finished, the mean difference and the paired t-test's
+p-value of validation and test NDCG@20 and test Recall@20.
 """
 
 from __future__ import annotations
@@ -42,8 +46,21 @@ def run_name(folder: Path) -> tuple[str, int]:
     return (match[1], int(match[2])) if match else (folder.name, 0)
 
 
-def summarise(folder: Path) -> tuple[dict, pd.DataFrame]:
+def compare_tests(path: Path) -> dict[Path, dict]:
+    """Run folder -> test metrics, from the results.csv of a `sigma-pyro compare` grid."""
+    rows = pd.read_csv(path)
+    ok = rows[rows["status"] == "ok"]
+    return {
+        (path.parent / row["run_dir"]).resolve(): {m: row[m] for m in TEST_METRICS}
+        for row in ok.to_dict("records")
+    }
+
+
+def summarise(
+    folder: Path, label: str | None, tests: dict[Path, dict]
+) -> tuple[dict, pd.DataFrame]:
     variant, seed = run_name(folder)
+    variant = variant if label is None else f"{variant}@{label}"
     history = pd.read_csv(folder / "history.csv").assign(variant=variant, seed=seed)
     best = history.loc[history["valid_ndcg@20"].idxmax()]
     row = {
@@ -57,8 +74,12 @@ def summarise(folder: Path) -> tuple[dict, pd.DataFrame]:
         "finished": (folder / "metrics.json").is_file(),
     }
     if row["finished"]:
-        metrics = json.loads((folder / "metrics.json").read_text())
-        row.update({f"test_{m}": metrics["test"][m] for m in TEST_METRICS})
+        metrics = json.loads((folder / "metrics.json").read_text())["test"]
+    else:
+        metrics = tests.get(folder.resolve())
+        row["finished"] = metrics is not None
+    if row["finished"]:
+        row.update({f"test_{m}": metrics[m] for m in TEST_METRICS})
     return row, history[CURVE_COLUMNS]
 
 
@@ -95,22 +116,30 @@ def paired(runs: pd.DataFrame, base: str) -> pd.DataFrame:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", type=Path)
+    parser.add_argument("runs", nargs="+", metavar="[LABEL=]RUNS")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--earlier", type=Path, action="append", default=[], metavar="CSV")
-    parser.add_argument("--paired", metavar="BASE")
+    parser.add_argument("--compare", type=Path, action="append", default=[], metavar="CSV")
+    parser.add_argument("--paired", action="append", default=[], metavar="BASE")
     args = parser.parse_args(argv)
-    for path in args.earlier:
-        if not path.is_file():
-            parser.error(f"--earlier {path}: no such file")
-    folders = sorted(p for p in args.runs.glob("*") if (p / "history.csv").is_file())
-    if not folders:
-        parser.error(f"{args.runs}: no run folder with a history.csv")
-    rows, curves = zip(*(summarise(folder) for folder in folders), strict=True)
+    for flag, paths in (("--earlier", args.earlier), ("--compare", args.compare)):
+        for path in paths:
+            if not path.is_file():
+                parser.error(f"{flag} {path}: no such file")
+    tests = {folder: row for path in args.compare for folder, row in compare_tests(path).items()}
+    folders = []
+    for given in args.runs:
+        label, _, runs = given.rpartition("=")
+        found = sorted(p for p in Path(runs).glob("*") if (p / "history.csv").is_file())
+        if not found:
+            parser.error(f"{runs}: no run folder with a history.csv")
+        folders += [(folder, label or None) for folder in found]
+    rows, curves = zip(*(summarise(f, label, tests) for f, label in folders), strict=True)
     runs = pd.concat([pd.DataFrame(rows), *(pd.read_csv(path) for path in args.earlier)])
     runs = runs.drop_duplicates(["variant", "seed"]).sort_values(["variant", "seed"])
-    if args.paired is not None and args.paired not in set(runs["variant"]):
-        parser.error(f"--paired {args.paired}: no such variant")
+    for base in args.paired:
+        if base not in set(runs["variant"]):
+            parser.error(f"--paired {base}: no such variant")
     numeric = [c for c in runs.columns if c.startswith(("valid_", "test_"))]
     variants = runs.groupby("variant")[numeric].agg(["mean", "std"])
     variants.columns = [f"{metric}_{stat}" for metric, stat in variants.columns]
@@ -121,8 +150,9 @@ def main(argv=None) -> int:
     frame = pd.concat(curves, ignore_index=True)
     frame.to_csv(args.out / "curves.csv", index=False, float_format="%.5g")
     plot(frame, args.out / "curves.png")
-    if args.paired is not None:
-        paired(runs, args.paired).to_csv(args.out / "paired.csv", index=False, float_format="%.4g")
+    if args.paired:
+        table = pd.concat([paired(runs, base) for base in args.paired], ignore_index=True)
+        table.to_csv(args.out / "paired.csv", index=False, float_format="%.4g")
     print(runs.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     return 0
 

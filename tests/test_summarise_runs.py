@@ -103,3 +103,29 @@ def test_runs_without_test_metrics_are_paired_on_validation_only(tmp_path):
     table = pd.read_csv(out / "paired.csv")
     assert list(table["metric"]) == ["valid_ndcg@20"]
     assert (table["pairs"] == 0).all()  # neither run has finished
+
+
+def test_labelled_compare_grids_take_their_test_metrics_from_results_csv(tmp_path):
+    for label, shift in (("preset", 0.0), ("tuned", 0.01)):
+        grid = tmp_path / label
+        rows = []
+        for seed in (0, 1):
+            ndcg = 0.2 + shift + 0.001 * seed
+            write_run(grid / "runs" / f"sigma-seed{seed}", [ndcg], None)
+            rows.append(
+                {"prior": "sigma", "seed": seed, "status": "ok", "recall@10": 0.1,
+                 "ndcg@10": 0.05, "recall@20": 0.3, "ndcg@20": ndcg,
+                 "run_dir": f"runs/sigma-seed{seed}"}
+            )  # fmt: skip
+        pd.DataFrame(rows).to_csv(grid / "results.csv", index=False)
+    out = tmp_path / "out"
+    argv = [f"preset={tmp_path / 'preset' / 'runs'}", f"tuned={tmp_path / 'tuned' / 'runs'}"]
+    argv += ["--compare", str(tmp_path / "preset" / "results.csv")]
+    argv += ["--compare", str(tmp_path / "tuned" / "results.csv")]
+    assert summarise([*argv, "--out", str(out), "--paired", "sigma@preset"]) == 0
+    runs = pd.read_csv(out / "runs.csv").set_index(["variant", "seed"])
+    assert runs["finished"].all()
+    assert runs.loc[("sigma@tuned", 1), "test_ndcg@20"] == pytest.approx(0.211)
+    table = pd.read_csv(out / "paired.csv").set_index("metric")
+    assert table.loc["test_ndcg@20", "variant"] == "sigma@tuned"
+    assert table.loc["test_ndcg@20", "difference"] == pytest.approx(0.01)
