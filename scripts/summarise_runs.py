@@ -126,7 +126,12 @@ def main(argv=None) -> int:
         for path in paths:
             if not path.is_file():
                 parser.error(f"{flag} {path}: no such file")
-    tests = {folder: row for path in args.compare for folder, row in compare_tests(path).items()}
+    tests = {}
+    for path in args.compare:
+        try:
+            tests.update(compare_tests(path))
+        except KeyError as missing:
+            parser.error(f"--compare {path}: not a compare results.csv (no column {missing})")
     folders = []
     for given in args.runs:
         label, _, runs = given.rpartition("=")

@@ -129,3 +129,12 @@ def test_labelled_compare_grids_take_their_test_metrics_from_results_csv(tmp_pat
     table = pd.read_csv(out / "paired.csv").set_index("metric")
     assert table.loc["test_ndcg@20", "variant"] == "sigma@tuned"
     assert table.loc["test_ndcg@20", "difference"] == pytest.approx(0.01)
+
+
+def test_a_compare_csv_without_its_columns_is_an_error(tmp_path, capsys):
+    write_run(tmp_path / "runs" / "a", [0.1], None)
+    bad = tmp_path / "results.csv"
+    bad.write_text("prior,seed\nsigma,0\n")
+    argv = [str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--compare", str(bad)]
+    assert summarise(argv) == 2
+    assert f"--compare {bad}: not a compare results.csv" in capsys.readouterr().err
