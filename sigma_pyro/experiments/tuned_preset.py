@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import yaml
 from optuna.trial import FrozenTrial
 
-from sigma_pyro.config import PRESET_NAMES, field_types
+from sigma_pyro.config import PRESET_NAMES, nest_overrides
 from sigma_pyro.experiments.reporting import override_flags
 
 if TYPE_CHECKING:
@@ -47,11 +47,7 @@ def best_preset_text(plan: TuningPlan, trial: FrozenTrial) -> str:
     base = _base(plan)
     if base is not None:
         lines.append(f"base: {base}")
-    sections: dict[str, dict] = {}
-    types = field_types()
-    for name, value in trial.params.items():
-        sections.setdefault(types[name][0], {})[name] = value
-    for section, values in sections.items():
+    for section, values in nest_overrides(trial.params).items():
         lines.append(f"{section}:")
         for name, value in values.items():
             setting = yaml.safe_dump({name: value}).strip()
