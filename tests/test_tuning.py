@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import runpy
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -258,6 +259,37 @@ def test_a_failed_trial_is_queued_once_however_many_workers_fail_it(tmp_path):
     (queued,) = waiting(study)
     assert queued.system_attrs["retry_history"] == [failed.number]
     assert queued.params == failed.params and (tmp_path / "study.db.lock").exists()
+
+
+def test_two_workers_asking_together_never_claim_one_queued_trial(tmp_path, monkeypatch):
+    # SQLite has no SELECT ... FOR UPDATE: each worker reads the queued trial as WAITING
+    # and then writes RUNNING. Hold both between the read and the write.
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=tuning_study.open_storage(url), study_name="s")
+    study.enqueue_trial({"x": 1.0})
+    (queued,) = waiting(study)
+    readable = optuna.storages.RDBStorage.check_trial_is_updatable
+    monkeypatch.setattr(
+        optuna.storages.RDBStorage,
+        "check_trial_is_updatable",
+        lambda self, *args: (time.sleep(0.5), readable(self, *args))[1],
+    )
+    claims = []
+    workers = [
+        threading.Thread(
+            target=lambda: claims.append(
+                tuning_study.open_storage(url).set_trial_state_values(
+                    queued._trial_id, optuna.trial.TrialState.RUNNING
+                )
+            )
+        )
+        for _ in range(2)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert sorted(claims) == [False, True]
 
 
 @pytest.mark.parametrize(

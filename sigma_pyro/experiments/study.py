@@ -144,6 +144,28 @@ def _lock_beside(url: str) -> Path | None:
     return Path(url[len(prefix) :] + ".lock") if url.startswith(prefix) else None
 
 
+class ClaimLockedStorage(RDBStorage):
+    """An RDBStorage that claims a waiting trial under a file lock beside a SQLite file.
+
+    Optuna hands a queued trial to one worker by reading it as WAITING and writing it as
+    RUNNING in one transaction, with SELECT ... FOR UPDATE to keep a second worker out.
+    SQLite has no FOR UPDATE and pysqlite begins the transaction only at the UPDATE, so two
+    workers starting together can both read WAITING and both claim the trial: both train
+    the preset's trial 0 and the later one's tell fails ("Cannot tell a COMPLETE trial").
+    Under the lock the second worker reads RUNNING and moves on to a trial of its own.
+    """
+
+    def __init__(self, url: str, lock: Path | None, **options):
+        super().__init__(url, **options)
+        self.claim_lock = lock
+
+    def set_trial_state_values(self, trial_id, state, values=None) -> bool:
+        if state != TrialState.RUNNING or self.claim_lock is None:
+            return super().set_trial_state_values(trial_id, state, values)
+        with FileLock(self.claim_lock):
+            return super().set_trial_state_values(trial_id, state, values)
+
+
 def open_storage(url: str) -> RDBStorage:
     """The study's storage, with a heartbeat: a process that dies mid-trial leaves its trial
     RUNNING, and once its heartbeat is GRACE_SECONDS old the next trial to start, in any
@@ -154,8 +176,9 @@ def open_storage(url: str) -> RDBStorage:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:
-            return RDBStorage(
+            return ClaimLockedStorage(
                 url,
+                _lock_beside(url),
                 engine_kwargs=engine,
                 heartbeat_interval=HEARTBEAT_SECONDS,
                 grace_period=GRACE_SECONDS,
