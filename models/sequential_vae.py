@@ -81,7 +81,8 @@ def scored_interests(
         rows = torch.arange(mask.shape[0], device=mask.device)
         last = mask.sum(dim=1) - 1
         return interests.loc[rows, last], batch.targets[rows, last] - 1
-    return interests.loc[mask], batch.targets[mask] - 1
+    scored = batch.scored
+    return interests.loc[scored], batch.targets[scored] - 1
 
 
 class SequentialVAEModel:
@@ -105,7 +106,10 @@ class SequentialVAEModel:
             if interests is None:
                 interests = module.extract_interests(batch.items, mask)
 
-        targets = batch.targets[mask] - 1  # internal ids 1..N -> classes 0..N-1
+        # Every real position has a z; the scored ones also have a next item (a prefix
+        # sample's last position only).
+        scored = batch.scored
+        targets = batch.targets[scored] - 1  # internal ids 1..N -> classes 0..N-1
         if interests is not None:
             self.interest_head(batch, interests, interest_scale)
         if module.prior.stochastic:
@@ -128,7 +132,7 @@ class SequentialVAEModel:
         else:
             z = encoding_of(module, batch, precomputed)[0]
 
-        representation = module.decode(z, mask.sum(dim=1))[mask]  # [M, D], M real positions
+        representation = module.decode(z, mask.sum(dim=1))[scored]  # [M, D], M targets
         with pyro.plate("tokens", targets.shape[0]):
             if (precomputed.likelihood or module.config.likelihood) == "sampled":
                 # The observed outcome is "the target wins among itself and the negatives".

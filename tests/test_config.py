@@ -168,6 +168,7 @@ def raises_naming(overrides: dict, *needles: str, preset: str | None = None) -> 
         ({"model": {"assignment_anneal_epochs": -1}}, "--assignment-anneal-epochs"),
         ({"model": {"assignment_temperature_start": 0.0}}, "--assignment-temperature-start"),
         ({"model": {"position_encoding": "rotary"}}, "--position-encoding"),
+        ({"train": {"training_samples": "windows"}}, "--training-samples"),
         ({"model": {"frequency_mix": 1.5}}, "--frequency-mix"),
         ({"model": {"frequency_bins": 0}}, "--frequency-bins"),
         ({"model": {"max_seq_length": 10, "frequency_bins": 7}}, "--frequency-bins"),

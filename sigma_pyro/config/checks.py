@@ -10,6 +10,8 @@ from sigma_pyro.errors import ConfigError
 
 # The values of --position-encoding (sigma_pyro/nn/transformer.py says what each means).
 POSITION_ENCODINGS = ("absolute", "recency", "relative")
+# Whole sequences scored at every position, or each prefix scored at its last.
+TRAINING_SAMPLES = ("sequences", "prefixes")
 
 if TYPE_CHECKING:
     from sigma_pyro.config.schema import Config
@@ -112,6 +114,10 @@ def check_choices(config: Config) -> None:
             "--learn-assignment-temperature needs --assignment-anneal-epochs 0: the "
             f"annealing schedule ({flag('assignment_anneal_epochs')} "
             f"{m.assignment_anneal_epochs}) would overwrite the learned temperature"
+        )
+    if t.training_samples not in TRAINING_SAMPLES:
+        raise ConfigError(
+            f"{flag('training_samples')} must be sequences or prefixes, got {t.training_samples!r}"
         )
     if m.likelihood not in ("full", "sampled"):
         raise ConfigError(f"--likelihood must be full or sampled, got {m.likelihood!r}")

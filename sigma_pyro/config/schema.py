@@ -91,7 +91,10 @@ class ModelConfig:
 class TrainConfig:
     epochs: int = 400
     batch_size: int = 256
-    max_batch_tokens: int = 0  # cap on real positions per batch (0: no cap); bounds memory
+    max_batch_tokens: int = 0  # cap on scored positions per batch (0: no cap); bounds memory
+    # "sequences": a sample is a whole sequence, scored at every position; "prefixes": each
+    # prefix is a sample of its own, scored at its last position (docs/tuning.md).
+    training_samples: str = "sequences"
     lr: float = 1e-3
     clip_norm: float = 10.0
     weight_decay: float = 0.0  # L2 weight decay of the Adam step (ClippedAdam's weight_decay)

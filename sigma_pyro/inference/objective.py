@@ -43,12 +43,13 @@ def _unscaled(site) -> torch.Tensor:
 def elbo_terms(
     module, batch: SequenceBatch, kl_scale: float = 1.0, interest_scale: float = 1.0
 ) -> dict[str, float]:
-    """``nll`` (next item) and ``kl_z`` (one-sample estimate of KL(q(z)||p(z))) per real
-    position; when present, ``interest_nll`` per position the interest head scored, and the
-    weighted ``orthogonality``, ``balance`` and ``sharpness`` penalties per real position;
-    ``loss`` is the annealed negative ELBO being optimised, per real position."""
+    """``nll`` (next item) and ``kl_z`` (one-sample estimate of KL(q(z)||p(z))) per scored
+    position (every real position of a whole sequence); when present, ``interest_nll`` per
+    position the interest head scored, and the weighted ``orthogonality``, ``balance`` and
+    ``sharpness`` penalties per scored position; ``loss`` is the annealed negative ELBO
+    being optimised, per scored position."""
     model_trace, guide_trace = traces(module, batch, kl_scale, interest_scale)
-    tokens = batch.num_tokens
+    tokens = batch.num_targets
     terms = {"loss": 0.0}
     for site in model_trace.nodes.values():
         if site["type"] != "sample":

@@ -46,7 +46,7 @@ def plain_negative_elbo(
         loss = loss + interest_scale * _interest_nll(module, batch, interests)
     kl = q_z.log_prob(z) - _prior(module, loc.shape, interests, loc.device).log_prob(z)
     loss = loss + kl_scale * kl[mask].sum()
-    representation = module.decode(z, mask.sum(dim=1))[mask]
+    representation = module.decode(z, mask.sum(dim=1))[batch.scored]
     # The same fused output layer as the Pyro model's likelihood, so that the time ratio
     # compares the probabilistic-programming layer and nothing else.
     loss = (
@@ -55,7 +55,7 @@ def plain_negative_elbo(
             representation,
             module.item_embedding.weight[1:],
             module.item_bias,
-            batch.targets[mask] - 1,
+            batch.targets[batch.scored] - 1,
             module.logits_workspace,
         ).sum()
     )

@@ -220,7 +220,7 @@ class Trainer:
             refuse_bad_step(module, batch, self.device, beta, lam, batch_loss, bad, where)
             progress.step += 1
             total_loss += batch_loss
-            total_tokens += batch.num_tokens
+            total_tokens += batch.num_targets
             bar.set_postfix(loss=f"{total_loss / total_tokens:.4f}")
         return total_loss / total_tokens
 
