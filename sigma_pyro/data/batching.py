@@ -31,7 +31,7 @@ class SequenceBatch:
     positions of a prefix sample)."""
 
     items: torch.Tensor  # [B, L] long
-    targets: torch.Tensor  # [B, L] long, PADDING_ID at padding
+    targets: torch.Tensor  # [B, L] long, PADDING_ID where nothing is scored
     mask: torch.Tensor  # [B, L] bool, True at real positions
     index: torch.Tensor  # [B] long, row of each sequence in the source list
 
@@ -95,7 +95,7 @@ class TrainingBatches:
     batches are identical whether or not training was interrupted and resumed before it.
     Sequences are grouped into batches of similar length (within a shuffled pool of
     ``batch_size * pool_batches`` sequences) so that dynamic padding wastes little. With
-    ``max_tokens`` a batch also stops growing before its real positions exceed that many:
+    ``max_tokens`` a batch also stops growing before its scored positions exceed that many:
     the full-softmax logits are [scored positions x items], so this bounds peak memory for
     the batches of longest sequences without shrinking the others (a prefix sample scores
     one position, so there the cap counts rows).
@@ -119,7 +119,6 @@ class TrainingBatches:
             [i for i, s in enumerate(train_sequences) if len(s) >= 2], dtype=np.int64
         )
         self.sequences = train_sequences
-        self.samples = samples
         # A prefix sample is (row, end): the inputs sequence[:end], the target sequence[end].
         self.prefixes = (
             np.array(
