@@ -11,8 +11,10 @@ import pytest
 import torch
 
 from helpers import TINY_FLAGS, make_module, make_sequences, run_main, traces
+from sigma_pyro.config import load_config
 from sigma_pyro.data.batching import TrainingBatches
 from sigma_pyro.data.dataset import PADDING_ID
+from sigma_pyro.runtime.resources import estimate_training_memory
 
 
 @pytest.mark.parametrize("max_length", [3, 50])
@@ -96,3 +98,15 @@ def test_training_on_prefix_samples_from_the_command_line(tmp_path):
         assert saved["training_samples"] == samples
     # Batches of 64 prefixes hold fewer targets than batches of 64 whole sequences.
     assert steps["prefixes"] > 3 * steps["sequences"]
+
+
+def test_the_memory_estimate_scores_one_position_a_prefix_sample():
+    config = load_config("beauty")
+    config.train.max_batch_tokens = 0
+    lengths = [50] * 22_000
+    sequences = estimate_training_memory(config, 12_000, lengths).total
+    config.train.training_samples = "prefixes"
+    prefixes = estimate_training_memory(config, 12_000, lengths).total
+    # The scores over 12k items, about half the estimate, shrink from 256 x 50 positions to
+    # 256 rows; the networks still run over 256 x 50 positions.
+    assert 0.3 * sequences < prefixes < 0.6 * sequences

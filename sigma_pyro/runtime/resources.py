@@ -62,7 +62,11 @@ def estimate_training_memory(
     # and no batch has more of them than the longest inputs together.
     tokens = batch * length
     scored_tokens = int(np.sort(clipped)[-batch:].sum())
-    if t.max_batch_tokens > 0:
+    if t.training_samples == "prefixes":
+        # A prefix sample scores its last position only; the cap counts scored positions.
+        batch = batch if t.max_batch_tokens <= 0 else max(1, min(batch, t.max_batch_tokens))
+        tokens, scored_tokens = batch * length, batch
+    elif t.max_batch_tokens > 0:
         # Length-sorted batches stop at the token cap, so padding adds little to it.
         cap = max(t.max_batch_tokens, length)
         batch = max(1, min(batch, cap // length))
